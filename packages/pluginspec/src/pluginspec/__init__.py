@@ -1,0 +1,1 @@
+"""Shared models of Volant: plugin manifest, fledge.toml, VM config and the guest boot contract."""

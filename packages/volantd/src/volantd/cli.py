@@ -1,0 +1,18 @@
+"""The `volantd` command line: the daemon and its host-side maintenance commands."""
+
+import typer
+
+from volantd import __version__
+
+app = typer.Typer(no_args_is_help=True, help="The Volant control plane.")
+
+
+@app.command()
+def version() -> None:
+    """Print the volantd version."""
+    typer.echo(f"volantd {__version__}")
+
+
+@app.callback()
+def main() -> None:
+    """The Volant control plane (the `serve` command lands with the volantd issue)."""

@@ -1,0 +1,26 @@
+"""Where volantd keeps its state (VOLANT_HOME and the folders under it)."""
+
+import os
+from pathlib import Path
+
+
+def volant_home() -> Path:
+    """`VOLANT_HOME`, else /var/lib/volant as root, else `$XDG_DATA_HOME/volant`."""
+    if env := os.environ.get("VOLANT_HOME"):
+        return Path(env).expanduser().resolve()
+    if os.geteuid() == 0:
+        return Path("/var/lib/volant")
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "volant"
+
+
+def kernels_dir(home: Path | None = None) -> Path:
+    return (home or volant_home()) / "kernels"
+
+
+def run_dir(home: Path | None = None) -> Path:
+    return (home or volant_home()) / "run"
+
+
+def cache_dir(home: Path | None = None) -> Path:
+    return (home or volant_home()) / "cache"
