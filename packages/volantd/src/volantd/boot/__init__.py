@@ -1,0 +1,1 @@
+"""Boot media: cpio archives and the per-VM initrd assembled from them."""
