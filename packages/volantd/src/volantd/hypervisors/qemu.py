@@ -7,7 +7,7 @@ so its sockets have short relative names there:
     console.sock  serial console (a client may attach at any time)
     serial.log    everything the guest printed on the serial console
     vmm.log       QEMU's own stdout and stderr
-    vmm.pid, monitor.pid, exit.json   written by the per-VM monitor (see monitor.py)
+    vmm.pid, monitor.pid, exit.json   written by the per-VM monitor (see volantd/vmm_monitor.py)
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import psutil
 from qemu.qmp import QMPClient
 
 from volantd import paths
+from volantd import vmm_monitor as monitor
 from volantd.errors import VolantError
 from volantd.hosttools import require_tool
-from volantd.hypervisors import monitor
 from volantd.hypervisors.accel import AccelChoice, choose_accel, kvm_device_usable
 from volantd.hypervisors.base import (
     Accel,
@@ -232,14 +232,7 @@ class QemuDriver(HypervisorDriver):
         try:
             with open(run_dir / "monitor.log", "ab") as monitor_log:
                 process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "volantd.hypervisors.monitor",
-                        str(run_dir),
-                        "--",
-                        *args,
-                    ],
+                    [sys.executable, "-m", monitor.__name__, str(run_dir), "--", *args],
                     stdin=read_end,
                     stdout=monitor_log,
                     stderr=subprocess.STDOUT,

@@ -1,6 +1,9 @@
 """The per-VM monitor: the parent of one VMM process (the role conmon plays for containers).
 
-A driver starts `python -m volantd.hypervisors.monitor RUN_DIR -- VMM ARGS...` in a session
+It is VMM-agnostic and kept out of `volantd.hypervisors` so that starting it imports nothing
+but the standard library (it sits on every VM's boot path).
+
+A driver starts `python -m volantd.vmm_monitor RUN_DIR -- VMM ARGS...` in a session
 of its own, with the read end of a "lifeline" pipe as standard input. The monitor
 
 - spawns the VMM in RUN_DIR with PR_SET_PDEATHSIG=SIGKILL, so a VMM never outlives it;
@@ -100,9 +103,7 @@ def run(run_dir: Path, command: list[str], lifeline_fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print(
-            "usage: python -m volantd.hypervisors.monitor RUN_DIR -- VMM ARGS...", file=sys.stderr
-        )
+        print("usage: python -m volantd.vmm_monitor RUN_DIR -- VMM ARGS...", file=sys.stderr)
         return 2
     returncode = run(Path(argv[0]), argv[2:], sys.stdin.fileno())
     return returncode if returncode >= 0 else 128 - returncode
