@@ -225,7 +225,7 @@ def test_killing_the_owner_mid_boot_leaves_no_qemu_behind(
 def test_detached_vm_outlives_its_owner_and_a_new_driver_attaches_and_stops_it(
     reference_kernel, run_dir: Path, qemu_driver: QemuDriver
 ):
-    initrd = guest_initrd(run_dir, reference_kernel, 'echo "volant-test: up"\nsleep 3600\n')
+    initrd = guest_initrd(run_dir, reference_kernel, 'echo "volant-test: up"\nexec sh\n')
     owner = start_owner(run_dir, reference_kernel, initrd, qemu_driver._cache_dir, "detach")
     try:
         assert owner.stdout.readline().strip() == "detached"
@@ -239,6 +239,13 @@ def test_detached_vm_outlives_its_owner_and_a_new_driver_attaches_and_stops_it(
                 wait_for, lambda: "volant-test: up" in read_log(run_dir / "serial.log"),
                 BOOT_TIMEOUT, "the guest to boot",
             )  # fmt: skip
+            # The serial console socket is live: a shell on it answers.
+            reader, writer = await asyncio.open_unix_connection(run_dir / "console.sock")
+            writer.write(b"echo console-$((6*7))\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readuntil(b"console-42"), BOOT_TIMEOUT)
+            writer.close()
+            assert answer.endswith(b"console-42")
             return await qemu_driver.stop(vm, timeout=1)
 
         final = asyncio.run(reattach())

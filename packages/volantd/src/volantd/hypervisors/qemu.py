@@ -47,6 +47,7 @@ CONSOLE_SOCKET = "console.sock"
 SERIAL_LOG = "serial.log"
 MAX_UNIX_PATH = 107
 START_TIMEOUT_S = 15.0
+QMP_TIMEOUT_S = 5.0
 
 
 class VMMError(VolantError):
@@ -177,6 +178,7 @@ class QemuDriver(HypervisorDriver):
         self._binary = binary
         self._accel_request = accel
         self._cache_dir = cache_dir
+        self._qmp_locks: dict[Path, asyncio.Lock] = {}
 
     @property
     def binary(self) -> str:
@@ -279,16 +281,19 @@ class QemuDriver(HypervisorDriver):
 
     @contextlib.asynccontextmanager
     async def _qmp(self, vm: VMProcess) -> AsyncIterator[QMPClient]:
-        client = QMPClient(f"volant-{vm.name}")
-        await client.connect(str(vm.run_dir / QMP_SOCKET))
-        try:
-            yield client
-        finally:
-            await client.disconnect()
+        """A QMP session with the VM; QEMU serves one client at a time, so sessions queue."""
+        lock = self._qmp_locks.setdefault(vm.run_dir, asyncio.Lock())
+        async with lock:
+            client = QMPClient(f"volant-{vm.name}")
+            await asyncio.wait_for(client.connect(str(vm.run_dir / QMP_SOCKET)), QMP_TIMEOUT_S)
+            try:
+                yield client
+            finally:
+                await client.disconnect()
 
     async def _query_status(self, vm: VMProcess) -> str:
         async with self._qmp(vm) as qmp:
-            reply = await qmp.execute("query-status")
+            reply = await asyncio.wait_for(qmp.execute("query-status"), QMP_TIMEOUT_S)
         assert isinstance(reply, dict)
         return str(reply["status"])
 
