@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.guest import busybox_initramfs
-from volantd import paths
 from volantd.boot.initrd import assemble_initrd
 from volantd.hypervisors import LaunchSpec, NetworkSpec, QemuDriver
 from volantd.hypervisors.qemu import build_qemu_args, host_tsc_khz
@@ -79,7 +78,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     options = parser.parse_args()
 
-    kernel = KernelStore(paths.kernels_dir()).get()
+    kernel = KernelStore.from_environment().get()
     with tempfile.TemporaryDirectory(prefix="volant-bench-") as tmp:
         root = Path(tmp)
         initrd = assemble_initrd(root / "initrd", [busybox_initramfs(root / "bb.cpio.gz", INIT)])

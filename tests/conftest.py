@@ -13,11 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture(scope="session")
 def reference_kernel():
     """The provisioned reference kernel (fetched on first use, as `volantd kernels fetch` does)."""
-    from volantd import paths
-    from volantd.kernels import KernelStore
+    from volantd.kernels import KernelNotFoundError, KernelStore
 
-    store = KernelStore(paths.kernels_dir())
+    store = KernelStore.from_environment()
     try:
         return store.get()
-    except Exception:
+    except KernelNotFoundError:
         return store.fetch()

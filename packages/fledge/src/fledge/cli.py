@@ -1,8 +1,11 @@
 """The `fledge` command line."""
 
+from pathlib import Path
+
 import typer
 
 from fledge import __version__
+from pluginspec import validate_file
 
 app = typer.Typer(no_args_is_help=True, help="Build Volant plugin images.")
 
@@ -14,7 +17,15 @@ def version() -> None:
 
 
 @app.command()
-def build() -> None:
-    """Build a plugin image from fledge.toml (lands with the initramfs issue)."""
-    typer.echo("fledge build is not implemented yet: it arrives with the initramfs plugin issue.", err=True)
-    raise typer.Exit(1)
+def validate(
+    files: list[Path] = typer.Argument(  # noqa: B008 - typer declares arguments this way
+        None, help="fledge.toml files or plugin manifests (default: ./fledge.toml)"
+    ),
+) -> None:
+    """Check fledge.toml files and manifests; print every error with its field path."""
+    reports = [validate_file(path) for path in files or [Path("fledge.toml")]]
+    for report in reports:
+        for line in report.lines():
+            typer.echo(line, err=not report.ok)
+    if not all(report.ok for report in reports):
+        raise typer.Exit(1)

@@ -3,8 +3,10 @@
 import typer
 
 from volantd import __version__
+from volantd.kernels.cli import kernels_app
 
 app = typer.Typer(no_args_is_help=True, help="The Volant control plane.")
+app.add_typer(kernels_app, name="kernels")
 
 
 @app.command()

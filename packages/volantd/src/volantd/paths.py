@@ -23,4 +23,11 @@ def run_dir(home: Path | None = None) -> Path:
 
 
 def cache_dir(home: Path | None = None) -> Path:
+    """Downloads and probe results: `VOLANT_CACHE_DIR`, else `VOLANT_HOME/cache`.
+
+    The environment variable only applies to the host's own home (`home` not given), so tests
+    can give every run its own VOLANT_HOME and still share one download cache.
+    """
+    if home is None and (env := os.environ.get("VOLANT_CACHE_DIR")):
+        return Path(env).expanduser().resolve()
     return (home or volant_home()) / "cache"

@@ -64,8 +64,8 @@ def bzimage_version(header: bytes) -> str | None:
 def _vmlinux_version(path: Path) -> str | None:
     # vmlinux files with debug info are hundreds of MB: search the banner through mmap.
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        match = LINUX_BANNER.search(data)  # type: ignore[call-overload]
-    return match.group(1).decode("ascii", "replace") if match else None
+        match = LINUX_BANNER.search(data)
+        return bytes(match.group(1)).decode("ascii", "replace") if match else None
 
 
 def inspect_kernel_image(path: Path) -> KernelImage:
