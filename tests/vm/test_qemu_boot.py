@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from pluginspec import GuestBoot, GuestNetwork, VMContract, VMIdentity, parse_manifest
 from support.guest import (
     busybox_initramfs,
     free_port,
@@ -37,15 +40,31 @@ pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 120  # TCG on a loaded 2-core machine; a healthy boot takes a few seconds
 
 
+def boot_contract(run_dir: Path, kernel) -> dict:
+    """A real vm.json (pluginspec's contract model) for a test guest."""
+    manifest = parse_manifest(
+        {"name": "busybox-test", "version": "0.1.0", "initramfs": {"url": "plugin.cpio.gz"}}
+    )
+    contract = VMContract(
+        vm=VMIdentity(name=run_dir.parent.name[:60], id="test-vm"),
+        hostname="busybox-test",
+        manifest=manifest,
+        workload=None,
+        network=GuestNetwork(mode="user", mac="52:54:00:12:34:56"),
+        boot=GuestBoot(strategy="initramfs"),
+        modules=list(kernel.modules),
+        boot_epoch_ns=time.time_ns(),
+    )
+    return json.loads(contract.to_json())
+
+
 def guest_initrd(run_dir: Path, kernel, init_body: str, files: dict[str, bytes] | None = None):
     """Plugin-like initramfs + the kernel's modules archive + vm.json, as DESIGN.md §2 lays out."""
     plugin = busybox_initramfs(
         run_dir / "plugin.cpio.gz", load_modules_script(kernel.modules) + init_body, files
     )
     parts = [plugin] + ([kernel.modules_cpio] if kernel.modules_cpio else [])
-    return assemble_initrd(
-        run_dir / "initrd", parts, vm_json_files({"contract": 1, "name": run_dir.name})
-    )
+    return assemble_initrd(run_dir / "initrd", parts, vm_json_files(boot_contract(run_dir, kernel)))
 
 
 def spec_for(run_dir: Path, kernel, initrd: Path, forwards=()) -> LaunchSpec:
@@ -78,7 +97,7 @@ def test_guest_loads_virtio_modules_gets_user_mode_address_and_powers_off(
         run_dir,
         reference_kernel,
         textwrap.dedent("""\
-            echo "volant-test: vm.json says $(cat /etc/volant/vm.json | tr -d ' \\n')"
+            echo "volant-test: vm.json says $(tr -d ' \\n' < /etc/volant/vm.json)"
             ip link set lo up
             ip link set eth0 up
             driver=$(readlink /sys/class/net/eth0/device/driver)
@@ -110,7 +129,8 @@ def test_guest_loads_virtio_modules_gets_user_mode_address_and_powers_off(
         if any(path.endswith(f"/{module}.ko") for path in reference_kernel.modules):
             assert f"volant-test: loaded {module}\n" in log, log
     assert "FAILED to load" not in log, log
-    assert '"contract":1' in log  # the per-VM archive reached the guest
+    assert '"contract":1,' in log  # the per-VM archive reached the guest
+    assert '"hostname":"busybox-test"' in log
     assert "volant-test: eth0 driver virtio_net" in log, log
     assert "volant-test: lease 10.0.2.15/24" in log, log
     assert "inet 10.0.2.15/24" in log, log
