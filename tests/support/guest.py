@@ -10,8 +10,6 @@ from pathlib import Path, PurePosixPath
 
 from volantd.boot.cpio import CpioEntry, write_cpio
 
-BUSYBOX = "/bin/busybox"
-
 # The NIC gets its address from QEMU's user-mode DHCP server, proving traffic flows both
 # ways through virtio-net; udhcpc hands the lease to this script.
 UDHCPC_SCRIPT = """#!/bin/busybox sh
@@ -45,10 +43,11 @@ def busybox_initramfs(
     destination: Path, init_body: str, files: dict[str, bytes] | None = None
 ) -> Path:
     """A gzip initramfs holding static busybox, `/init` (prologue + `init_body`) and `files`."""
-    if shutil.which("busybox") is None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
         raise RuntimeError("busybox is required: apt-get install busybox-static")
     entries = [
-        CpioEntry.file("/bin/busybox", Path(BUSYBOX).read_bytes(), 0o755),
+        CpioEntry.file("/bin/busybox", Path(busybox).read_bytes(), 0o755),
         CpioEntry.file("/init", (INIT_PROLOGUE + init_body).encode(), 0o755),
         CpioEntry.file("/bin/udhcpc-script", UDHCPC_SCRIPT.encode(), 0o755),
     ]
