@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ from volantd.hypervisors import (
     NetworkSpec,
     PortForward,
     QemuDriver,
+    VMMError,
     VMProcess,
     VMState,
     VMStatus,
@@ -67,7 +69,7 @@ def guest_initrd(run_dir: Path, kernel, init_body: str, files: dict[str, bytes] 
     return assemble_initrd(run_dir / "initrd", parts, vm_json_files(boot_contract(run_dir, kernel)))
 
 
-def spec_for(run_dir: Path, kernel, initrd: Path, forwards=()) -> LaunchSpec:
+def spec_for(run_dir: Path, kernel, initrd: Path | None, forwards=()) -> LaunchSpec:
     return LaunchSpec(
         name="test",
         run_dir=run_dir,
@@ -275,3 +277,16 @@ def test_detached_vm_outlives_its_owner_and_a_new_driver_attaches_and_stops_it(
     finally:
         for process in vmm_processes(run_dir):
             process.kill()
+
+
+def test_a_forward_onto_a_busy_port_fails_with_the_reason_and_leaves_nothing(
+    qemu_driver: QemuDriver, reference_kernel, run_dir: Path
+):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = spec_for(run_dir, reference_kernel, None, [PortForward(port, 8080)])
+        with pytest.raises(VMMError, match=f"Could not set up host forwarding rule.*:{port}-:8080"):
+            asyncio.run(qemu_driver.start(spec))
+    assert not vmm_processes(run_dir)

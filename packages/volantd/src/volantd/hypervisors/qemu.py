@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
-from qemu.qmp import QMPClient
+from qemu.qmp import QMPClient, QMPError
 
 from volantd import paths
 from volantd import vmm_monitor as monitor
@@ -211,7 +211,7 @@ class QemuDriver(HypervisorDriver):
             raise VMMError(f"initrd {spec.initrd} does not exist")
         if spec.cpus < 1 or spec.memory_mb < 64:
             raise VMMError(f"VM {spec.name}: needs cpus >= 1 and memory_mb >= 64")
-        run_dir = spec.run_dir
+        run_dir = spec.run_dir.resolve()
         longest = len(str(run_dir / CONSOLE_SOCKET))
         if longest > MAX_UNIX_PATH:
             raise VMMError(
@@ -267,7 +267,7 @@ class QemuDriver(HypervisorDriver):
             pid = _read_pid(vm.run_dir / monitor.VMM_PID_FILE)
             if pid is not None and (vm.run_dir / QMP_SOCKET).exists():
                 vm.pid = pid
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, QMPError, TimeoutError):
                     await self._query_status(vm)
                     return pid
             await asyncio.sleep(0.02)
