@@ -7,6 +7,7 @@ from volantd.errors import MissingHostToolError
 PACKAGES: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
     "apt-get": "apt",
+    "apt-cache": "apt",
     "dpkg-deb": "dpkg",
     "busybox": "busybox-static",
     "cpio": "cpio",

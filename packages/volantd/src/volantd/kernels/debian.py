@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from volantd.errors import MissingHostToolError
+from volantd.hosttools import require_tool
 from volantd.kernels.errors import KernelError, PackageFetchError
 from volantd.kernels.modinfo import decompress_module, is_module_path, parse_modinfo
 from volantd.kernels.moduletree import (
@@ -37,11 +36,6 @@ REFERENCE_METAPACKAGE = "linux-image-cloud-amd64"
 APT_UPDATE_HINT = "run `apt-get update` (as root) and retry"
 _MODULE_MEMBER = re.compile(r"^(?:usr/)?lib/modules/(?P<release>[^/]+)/(?P<path>.+)$")
 _IMAGE_MEMBER = re.compile(r"^boot/vmlinuz-(?P<release>.+)$")
-_HOST_TOOLS = {
-    "apt-cache": ("apt", "find the reference kernel package"),
-    "apt-get": ("apt", "download the reference kernel package"),
-    "dpkg-deb": ("dpkg", "unpack the reference kernel package"),
-}
 
 Progress = Callable[[str], None]
 
@@ -59,14 +53,6 @@ class DebianPackage:
     def kernel_version(self) -> str:
         """Debian names kernel packages after the release: linux-image-<uname -r>."""
         return self.name.removeprefix("linux-image-")
-
-
-def _host_tool(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        package, purpose = _HOST_TOOLS[tool]
-        raise MissingHostToolError(tool, package, purpose)
-    return path
 
 
 def _apt_env() -> dict[str, str]:
@@ -95,7 +81,12 @@ def parse_control_stanza(text: str) -> dict[str, str]:
 def apt_show(package: str) -> dict[str, str]:
     """apt's record of the candidate version of `package`."""
     result = subprocess.run(
-        [_host_tool("apt-cache"), "show", "--no-all-versions", package],
+        [
+            require_tool("apt-cache", "find the reference kernel package"),
+            "show",
+            "--no-all-versions",
+            package,
+        ],
         capture_output=True,
         text=True,
         env=_apt_env(),
@@ -164,7 +155,7 @@ def download_package(package: DebianPackage, cache: Path, progress: Progress) ->
             return target
         progress(f"Cached {target} is corrupted; downloading it again")
     target.parent.mkdir(parents=True, exist_ok=True)
-    apt_get = _host_tool("apt-get")
+    apt_get = require_tool("apt-get", "download the reference kernel package")
     progress(f"Downloading {package.name} {package.version} ({package.size / 2**20:.1f} MiB)")
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as workdir:
         argv = [apt_get, "download", f"{package.name}={package.version}"]
@@ -194,7 +185,11 @@ def download_package(package: DebianPackage, cache: Path, progress: Progress) ->
 def _package_files(deb: Path) -> Iterator[Iterator[tuple[str, tarfile.TarFile, tarfile.TarInfo]]]:
     """The regular files of `deb` as (path without ./, archive, member), streamed in order."""
     process = subprocess.Popen(
-        [_host_tool("dpkg-deb"), "--fsys-tarfile", str(deb)],
+        [
+            require_tool("dpkg-deb", "unpack the reference kernel package"),
+            "--fsys-tarfile",
+            str(deb),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
