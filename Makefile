@@ -1,31 +1,34 @@
 # Volant developer entry points. `make test` is the one command that checks everything.
 .PHONY: test bootstrap lint typecheck unit pytest format schemas demo
 
+# uv as a command, or as a module where pip put it somewhere not yet on PATH.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
 test: bootstrap lint typecheck pytest
 
 bootstrap:
 	./scripts/bootstrap
 
 lint:
-	uv run --locked ruff check .
-	uv run --locked ruff format --check .
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
 
 typecheck:
-	uv run --locked mypy --strict packages/pluginspec/src/pluginspec
-	uv run --locked mypy packages/volantd/src/volantd
+	$(UV) run --locked mypy --strict packages/pluginspec/src/pluginspec
+	$(UV) run --locked mypy packages/volantd/src/volantd
 
 pytest:
-	uv run --locked pytest
+	$(UV) run --locked pytest
 
 unit:
-	uv run --locked pytest tests/unit
+	$(UV) run --locked pytest tests/unit
 
 format:
-	uv run --locked ruff format .
-	uv run --locked ruff check --fix .
+	$(UV) run --locked ruff format .
+	$(UV) run --locked ruff check --fix .
 
 schemas:
-	uv run --locked python -m pluginspec schemas docs/schemas
+	$(UV) run --locked python -m pluginspec schemas docs/schemas
 
 demo:
 	@echo "make demo lands with the volar quickstart issue: it will start volantd, build"
