@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from volantd.boot.cpio import CpioEntry, write_cpio
+from pluginspec.cpio import CpioEntry, write_cpio
 
 # The NIC gets its address from QEMU's user-mode DHCP server, proving traffic flows both
 # ways through virtio-net; udhcpc hands the lease to this script.

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from volantd.boot.cpio import CpioEntry, cpio_bytes
+from pluginspec.cpio import CpioEntry, cpio_bytes
 
 VM_JSON_PATH = "/etc/volant/vm.json"
 

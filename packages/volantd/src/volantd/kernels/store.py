@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from volantd.boot.cpio import CpioEntry, write_cpio
+from pluginspec.cpio import CpioEntry, write_cpio
 from volantd.kernels.debian import (
     Progress,
     download_package,

@@ -1,4 +1,4 @@
-"""Reproducible cpio (newc) archives.
+"""Reproducible cpio (newc) archives: the initramfs format shared by fledge and volantd.
 
 Entries are written sorted by path, with fixed ownership and mtime, so the same inputs always
 give byte-identical archives (DESIGN.md §5). Parent directories are added automatically.
@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import zstandard
-
 FIXED_MTIME = 0
 
 
@@ -26,10 +24,11 @@ class CpioEntry:
     path: str
     mode: int = 0o644
     data: bytes = b""
-    kind: str = "file"  # "file" | "dir" | "symlink"
+    kind: str = "file"  # "file" | "dir" | "symlink" | "chardev" | "blockdev"
     target: str = ""
     uid: int = 0
     gid: int = 0
+    rdev: tuple[int, int] = (0, 0)  # (major, minor) of a device node
 
     @classmethod
     def file(cls, path: str, data: bytes, mode: int = 0o644) -> CpioEntry:
@@ -42,6 +41,11 @@ class CpioEntry:
     @classmethod
     def symlink(cls, path: str, target: str) -> CpioEntry:
         return cls(path=path, mode=0o777, kind="symlink", target=target)
+
+    @classmethod
+    def chardev(cls, path: str, major: int, minor: int, mode: int = 0o600) -> CpioEntry:
+        """A character device node: written into the archive, so no root is needed."""
+        return cls(path=path, mode=mode, kind="chardev", rdev=(major, minor))
 
 
 def _archive_path(path: str) -> str:
@@ -64,9 +68,17 @@ def _with_parents(entries: Iterable[CpioEntry]) -> list[CpioEntry]:
     return [by_path[key] for key in sorted(by_path)]
 
 
-def _newc_member(name: str, mode: int, body: bytes, ino: int, uid: int = 0, gid: int = 0) -> bytes:
+def _newc_member(
+    name: str,
+    mode: int,
+    body: bytes,
+    ino: int,
+    uid: int = 0,
+    gid: int = 0,
+    rdev: tuple[int, int] = (0, 0),
+) -> bytes:
     encoded = name.encode() + b"\0"
-    fields = (ino, mode, uid, gid, 1, FIXED_MTIME, len(body), 0, 0, 0, 0, len(encoded), 0)
+    fields = (ino, mode, uid, gid, 1, FIXED_MTIME, len(body), 0, 0, *rdev, len(encoded), 0)
     header = b"070701" + b"".join(b"%08X" % value for value in fields)
     pad_name = -(len(header) + len(encoded)) % 4
     return header + encoded + b"\0" * pad_name + body + b"\0" * (-len(body) % 4)
@@ -80,9 +92,12 @@ def cpio_bytes(entries: Iterable[CpioEntry]) -> bytes:
             mode, body = stat.S_IFDIR | entry.mode, b""
         elif entry.kind == "symlink":
             mode, body = stat.S_IFLNK | 0o777, entry.target.encode()
+        elif entry.kind in ("chardev", "blockdev"):
+            kind = stat.S_IFCHR if entry.kind == "chardev" else stat.S_IFBLK
+            mode, body = kind | entry.mode, b""
         else:
             mode, body = stat.S_IFREG | entry.mode, entry.data
-        members.append(_newc_member(entry.path, mode, body, ino, entry.uid, entry.gid))
+        members.append(_newc_member(entry.path, mode, body, ino, entry.uid, entry.gid, entry.rdev))
     members.append(_newc_member("TRAILER!!!", 0, b"", 0))
     return b"".join(members)
 
@@ -94,6 +109,8 @@ def compress(data: bytes, compression: str | None) -> bytes:
     if compression == "gzip":
         return gzip.compress(data, compresslevel=9, mtime=0)
     if compression == "zstd":
+        import zstandard  # optional: fledge and volantd install it; pluginspec needs only pydantic
+
         return zstandard.ZstdCompressor(level=19).compress(data)
     raise ValueError(f"unknown compression {compression!r}: use none, gzip or zstd")
 
