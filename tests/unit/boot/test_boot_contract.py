@@ -1,0 +1,103 @@
+"""Boot media for one VM: its vm.json and initrd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import libarchive
+import pytest
+
+from pluginspec import parse_manifest
+from pluginspec.cpio import CpioEntry, write_cpio
+from volantd.boot.contract import guest_contract, guest_network, mac_for, prepare_initrd
+from volantd.errors import VolantError
+from volantd.kernels import KernelEntry
+
+MANIFEST = {
+    "name": "web",
+    "version": "1.0.0",
+    "initramfs": {"url": "/images/web.cpio.zst"},
+    "workload": {
+        "entrypoint": ["/bin/httpd"],
+        "args": ["-f", "-p", "80"],
+        "base_url": "http://127.0.0.1:80",
+        "restart": "always",
+    },
+    "health_check": {"endpoint": "/", "timeout_ms": 5000},
+}
+
+
+def kernel(tmp_path: Path, modules_cpio: Path | None) -> KernelEntry:
+    fields = KernelEntry.__dataclass_fields__
+    values = {name: None for name in fields}
+    values |= {
+        "name": "k", "version": "6.1.0-test", "image": tmp_path / "vmlinuz",
+        "modules_cpio": modules_cpio, "modules": ("/lib/modules/6.1.0-test/virtio.ko",),
+    }  # fmt: skip
+    return KernelEntry(**values)
+
+
+def members(path: Path) -> dict[str, bytes]:
+    found = {}
+    with libarchive.file_reader(str(path)) as archive:
+        for entry in archive:
+            found[entry.pathname] = b"".join(entry.get_blocks())
+    return found
+
+
+def test_mac_is_stable_per_vm_and_locally_administered():
+    assert mac_for("vm-1") == mac_for("vm-1")
+    assert mac_for("vm-1") != mac_for("vm-2")
+    assert mac_for("vm-1").startswith("52:54:00:")
+
+
+def test_contract_carries_workload_network_and_modules(tmp_path: Path):
+    contract = guest_contract(
+        name="web-1",
+        vm_id="0001",
+        manifest=parse_manifest(MANIFEST),
+        kernel=kernel(tmp_path, None),
+        network=guest_network("user", mac_for("0001")),
+        boot_epoch_ns=42,
+    )
+    document = json.loads(contract.to_json())
+    assert document["contract"] == 1
+    assert document["hostname"] == "web-1"
+    assert document["workload"]["entrypoint"] == ["/bin/httpd"]
+    assert document["workload"]["restart"]["policy"] == "always"
+    assert document["network"]["address"] == "10.0.2.15"
+    assert document["network"]["gateway"] == "10.0.2.2"
+    assert document["modules"] == ["/lib/modules/6.1.0-test/virtio.ko"]
+    assert document["boot"]["strategy"] == "initramfs"
+    assert document["boot_epoch_ns"] == 42
+
+
+def test_bridged_mode_is_refused_until_its_driver_exists():
+    with pytest.raises(VolantError, match="bridged networking driver"):
+        guest_network("bridged", "52:54:00:00:00:01")
+
+
+def test_initrd_is_plugin_then_modules_then_vm_json(tmp_path: Path):
+    plugin = tmp_path / "plugin.cpio"
+    write_cpio(plugin, [CpioEntry.file("/init", b"#!/bin/sh\n", 0o755)], "gzip")
+    modules = tmp_path / "modules.cpio"
+    write_cpio(modules, [CpioEntry.file("/lib/modules/6.1.0-test/virtio.ko", b"\x7fELF")])
+    entry = kernel(tmp_path, modules)
+    contract = guest_contract(
+        name="web-1", vm_id="0001", manifest=parse_manifest(MANIFEST), kernel=entry,
+        network=guest_network("user", mac_for("0001")),
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    initrd = prepare_initrd(run_dir, plugin, entry, contract)
+    data = initrd.read_bytes()
+    # the kernel reads the parts one after another, each 4-byte aligned
+    for part in (plugin, modules):
+        size = part.stat().st_size
+        assert data[:size] == part.read_bytes()
+        data = data[(size + 3) // 4 * 4 :]
+    (run_dir / "last.cpio").write_bytes(data)
+    assert members(modules)["lib/modules/6.1.0-test/virtio.ko"] == b"\x7fELF"
+    vm_json = members(run_dir / "last.cpio")["etc/volant/vm.json"]
+    assert json.loads(vm_json)["vm"]["name"] == "web-1"
