@@ -50,7 +50,7 @@ def test_upstream_example_configs_load(name: str, strategy: str, mode: str | Non
     assert config.init_mode == mode
     if mode in ("custom", "none"):
         assert config.agent is None
-    else:
+    else:  # the examples name upstream's release strategy, which fledge reads as bundled
         assert config.agent is not None and config.agent.source_strategy == "release"
 
 
@@ -76,16 +76,16 @@ def test_readme_dockerfile_config() -> None:
 def test_initramfs_defaults() -> None:
     config = parse_fledge_config(INITRAMFS)
     assert config.agent is not None
-    assert (config.agent.source_strategy, config.agent.version) == ("release", "latest")
-    assert config.source.busybox_url == DEFAULT_BUSYBOX_URL
-    assert config.source.busybox_sha256 == DEFAULT_BUSYBOX_SHA256
+    assert (config.agent.source_strategy, config.agent.version) == ("bundled", None)
+    assert config.source.busybox_url is None  # the build host's static busybox
+    assert config.source.busybox_sha256 is None
     assert config.initramfs is not None and config.initramfs.compression == "zstd"
     assert config.filesystem is None and config.mappings == {}
 
 
 def test_oci_defaults_include_an_agent_and_a_squashfs_filesystem() -> None:
     config = parse_fledge_config(OCI)
-    assert config.agent is not None and config.agent.version == "latest"
+    assert config.agent is not None and config.agent.source_strategy == "bundled"
     assert config.filesystem is not None
     assert config.filesystem.model_dump() == {
         "type": "squashfs",
@@ -101,10 +101,15 @@ def test_oci_defaults_include_an_agent_and_a_squashfs_filesystem() -> None:
     assert config.source.busybox_url is None
 
 
-def test_custom_busybox_url_does_not_get_the_default_checksum() -> None:
-    config = parse_fledge_config(INITRAMFS + '[source]\nbusybox_url = "https://x.test/busybox"\n')
-    assert config.source.busybox_url == "https://x.test/busybox"
-    assert config.source.busybox_sha256 is None
+def test_busybox_downloads_need_a_checksum_and_only_the_default_url_gets_one() -> None:
+    assert issues(INITRAMFS + '[source]\nbusybox_url = "https://x.test/busybox"\n') == {
+        "source.busybox_sha256": "is required with an http(s) busybox_url: fledge verifies "
+        "every download (write busybox_sha256 = '<64 hex digits>')"
+    }
+    default = parse_fledge_config(INITRAMFS + f'[source]\nbusybox_url = "{DEFAULT_BUSYBOX_URL}"\n')
+    assert default.source.busybox_sha256 == DEFAULT_BUSYBOX_SHA256
+    local = parse_fledge_config(INITRAMFS + '[source]\nbusybox_url = "./bin/busybox"\n')
+    assert (local.source.busybox_url, local.source.busybox_sha256) == ("./bin/busybox", None)
     pinned = parse_fledge_config(
         INITRAMFS + f'[source]\nbusybox_url = "/opt/busybox"\nbusybox_sha256 = "{HEX.upper()}"\n'
     )
@@ -159,7 +164,8 @@ def test_no_init_mode_needs_a_mapping_to_init() -> None:
 def test_agent_strategies() -> None:
     found = issues(INITRAMFS + '[agent]\nsource_strategy = "ftp"\n')
     assert found == {
-        "agent.source_strategy": "invalid value 'ftp', must be one of: release, local, http"
+        "agent.source_strategy": "invalid value 'ftp', must be one of: bundled, release, "
+        "local, http"
     }
     assert issues(INITRAMFS + '[agent]\nsource_strategy = "local"\n') == {
         "agent.path": "is required when using the 'local' source strategy"
@@ -175,6 +181,11 @@ def test_agent_strategies() -> None:
         + f'checksum = "sha256:{HEX}"\n'
     )
     assert http.agent is not None and http.agent.checksum == f"sha256:{HEX}"
+    assert issues(INITRAMFS + '[agent]\nsource_strategy = "bundled"\npath = "./k.pyz"\n') == {
+        "agent.path": "is only used with source_strategy 'local'"
+    }
+    release = parse_fledge_config(INITRAMFS + '[agent]\nsource_strategy = "release"\n')
+    assert release.agent is not None and release.agent.version is None
 
 
 def test_oci_source_rules() -> None:
@@ -299,7 +310,7 @@ def test_unknown_keys_are_errors_that_name_the_key() -> None:
 def test_seed_page_mapping_table_misplaced_under_init_is_caught() -> None:
     text = (
         INITRAMFS
-        + '[source]\nbusybox_url = "https://x.test/busybox"\n'
+        + f'[source]\nbusybox_url = "https://x.test/busybox"\nbusybox_sha256 = "{HEX}"\n'
         + '[init]\npath = "./init.sh"\n\nmappings = { "./init.sh" = "/init" }\n'
     )
     found = issues(text)

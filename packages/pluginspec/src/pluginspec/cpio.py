@@ -111,7 +111,9 @@ def compress(data: bytes, compression: str | None) -> bytes:
     if compression == "zstd":
         import zstandard  # optional: fledge and volantd install it; pluginspec needs only pydantic
 
-        return zstandard.ZstdCompressor(level=19).compress(data)
+        # Level 12: within 15 % of level 19's size at a tenth of its time; guests decompress
+        # zstd at the same speed whatever the level.
+        return zstandard.ZstdCompressor(level=12).compress(data)
     raise ValueError(f"unknown compression {compression!r}: use none, gzip or zstd")
 
 

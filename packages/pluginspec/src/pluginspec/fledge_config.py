@@ -41,25 +41,33 @@ DEFAULT_BUSYBOX_SHA256 = normalise_checksum(
 )
 
 Strategy = Literal["initramfs", "oci_rootfs"]
-AgentSourceStrategy = Literal["release", "local", "http"]
+AgentSourceStrategy = Literal["bundled", "release", "local", "http"]
 Compression = Literal["none", "gzip", "zstd"]
 InitMode = Literal["default", "custom", "none"]
 
 # --- [agent] -------------------------------------------------------------------------------
 
 _AGENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "bundled": (),
     "release": ("version",),
     "local": ("path",),
     "http": ("url", "checksum"),
 }
-_AGENT_REQUIRED = {"release": "version", "local": "path", "http": "url"}
+_AGENT_REQUIRED = {"local": "path", "http": "url"}
 
 
 class AgentConfig(SpecModel):
-    """Where fledge gets the guest agent (kestrel) from."""
+    """Where fledge gets the guest agent (kestrel) from.
+
+    ``bundled`` (the default) is the kestrel zipapp built from the fledge installation's own
+    ``kestrel`` package; upstream's ``release`` is accepted and means the same (its
+    ``version`` is informational: there is no release download).
+    """
 
     source_strategy: Annotated[AgentSourceStrategy, choice(AgentSourceStrategy)]
-    version: RequiredText | None = Field(None, description="release: 'latest' or a tag.")
+    version: RequiredText | None = Field(
+        None, description="release: 'latest' or a tag (informational; release means bundled)."
+    )
     path: HostPath | None = Field(None, description="local: relative to the config's folder.")
     url: HttpURL | None = Field(None, description="http: where to download it.")
     checksum: Checksum | None = Field(None, description="http: expected sha256.")
@@ -68,8 +76,8 @@ class AgentConfig(SpecModel):
     def _check(self) -> Self:
         strategy = self.source_strategy
         problems = Problems()
-        needed = _AGENT_REQUIRED[strategy]
-        if getattr(self, needed) is None:
+        needed = _AGENT_REQUIRED.get(strategy)
+        if needed is not None and getattr(self, needed) is None:
             problems.add(needed, f"is required when using the '{strategy}' source strategy")
         for name in ("version", "path", "url", "checksum"):
             if getattr(self, name) is not None and name not in _AGENT_FIELDS[strategy]:
@@ -79,7 +87,7 @@ class AgentConfig(SpecModel):
         return self
 
 
-DEFAULT_AGENT = AgentConfig(source_strategy="release", version="latest")
+DEFAULT_AGENT = AgentConfig(source_strategy="bundled")
 
 # --- [init] --------------------------------------------------------------------------------
 
@@ -198,8 +206,14 @@ class SourceConfig(SpecModel):
     context: HostPath | None = Field(None, description="Defaults to the Dockerfile's folder.")
     target: Text | None = None
     build_args: dict[RequiredText, str] = Field(default_factory=dict)
-    busybox_url: ArtifactURL | None = Field(None, description="initramfs only.")
-    busybox_sha256: Checksum | None = Field(None, description="initramfs only.")
+    busybox_url: ArtifactURL | None = Field(
+        None,
+        description="initramfs only: an http(s) URL (busybox_sha256 required) or a file path "
+        "relative to the config's folder; default: the build host's static busybox.",
+    )
+    busybox_sha256: Checksum | None = Field(
+        None, description="initramfs only: expected sha256 of the busybox binary."
+    )
 
     @property
     def image_source(self) -> ImageSource | None:
@@ -305,8 +319,10 @@ class FledgeConfig(SpecModel):
     """A ``fledge.toml`` (version 1). Defaults are filled in, so the model is what fledge builds.
 
     Rules beyond upstream's: unknown keys are errors; sections that the strategy does not use
-    are errors; ``[agent]`` defaults to release/latest for oci_rootfs too; the default busybox
-    checksum only applies to the default busybox URL; ``init.none`` needs a mapping to /init.
+    are errors; ``[agent]`` defaults to ``bundled`` (for oci_rootfs too); without
+    ``busybox_url`` the build host's static busybox is used; an http(s) ``busybox_url`` needs
+    ``busybox_sha256`` (the default URL gets the default checksum); ``init.none`` needs a
+    mapping to /init.
     """
 
     version: Annotated[str, BeforeValidator(_version)] = Field(description='Always "1".')
@@ -371,13 +387,22 @@ class FledgeConfig(SpecModel):
             for name in ("busybox_url", "busybox_sha256"):
                 if getattr(value, name) is not None:
                     problems.add(name, "is only used with strategy 'initramfs'")
+        if (
+            strategy == "initramfs"
+            and value.busybox_url is not None
+            and value.busybox_url != DEFAULT_BUSYBOX_URL
+            and value.busybox_url.lower().startswith(("http://", "https://"))
+            and value.busybox_sha256 is None
+        ):
+            problems.add(
+                "busybox_sha256",
+                "is required with an http(s) busybox_url: fledge verifies every download "
+                "(write busybox_sha256 = '<64 hex digits>')",
+            )
         problems.raise_if_any()
-        if strategy == "initramfs" and value.busybox_url in (None, DEFAULT_BUSYBOX_URL):
+        if strategy == "initramfs" and value.busybox_url == DEFAULT_BUSYBOX_URL:
             return value.model_copy(
-                update={
-                    "busybox_url": DEFAULT_BUSYBOX_URL,
-                    "busybox_sha256": value.busybox_sha256 or DEFAULT_BUSYBOX_SHA256,
-                }
+                update={"busybox_sha256": value.busybox_sha256 or DEFAULT_BUSYBOX_SHA256}
             )
         return value
 

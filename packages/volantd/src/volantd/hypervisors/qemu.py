@@ -305,6 +305,8 @@ class QemuDriver(HypervisorDriver):
                 return VMStatus(VMState.RUNNING, vm.pid, detail=f"QMP unavailable: {error}")
             mapped = {"running": VMState.RUNNING, "shutdown": VMState.SHUTDOWN}
             return VMStatus(mapped.get(state, VMState.PAUSED), vm.pid, detail=state)
+        # The monitor writes exit.json right after reaping QEMU; give it that moment.
+        await wait_for_exit(vm.monitor_pid, 5.0)
         return self._exit_status(vm)
 
     def _exit_status(self, vm: VMProcess) -> VMStatus:

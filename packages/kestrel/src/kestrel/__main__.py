@@ -1,0 +1,5 @@
+"""``python -m kestrel``."""
+
+from kestrel.main import run
+
+run()
