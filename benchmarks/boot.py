@@ -27,7 +27,8 @@ from volantd.boot.initrd import assemble_initrd
 from volantd.hypervisors import LaunchSpec, NetworkSpec, QemuDriver
 from volantd.kernels import KernelStore
 
-FLOOR_MARKER = b"volant-bench: init"
+# Matched against the console log with spaces removed, so JSON spacing does not matter.
+FLOOR_MARKER = b"volant-bench:init"
 HEALTHY_MARKER = b'"event":"workload_healthy"'
 FLOOR_INIT = 'echo "volant-bench: init"\npoweroff -f\n'
 
