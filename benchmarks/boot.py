@@ -21,14 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.guest import busybox_initramfs
+from support.guest import busybox_initramfs, console_line
 from support.plugins import REPO, build_plugin, plugin_vm
 from volantd.boot.initrd import assemble_initrd
 from volantd.hypervisors import LaunchSpec, NetworkSpec, QemuDriver
 from volantd.kernels import KernelStore
 
-# Matched against the console log with spaces removed, so JSON spacing does not matter.
-FLOOR_MARKER = b"volant-bench:init"
+FLOOR_MARKER = b"volant-bench: init"
 HEALTHY_MARKER = b'"event":"workload_healthy"'
 FLOOR_INIT = 'echo "volant-bench: init"\npoweroff -f\n'
 
@@ -40,10 +39,7 @@ async def time_to_marker(driver: QemuDriver, spec: LaunchSpec, marker: bytes) ->
     started = time.monotonic()
     vm = await driver.start(spec)
     try:
-        while marker not in (log.read_bytes().replace(b" ", b"") if log.exists() else b""):
-            if time.monotonic() - started > 300:
-                raise RuntimeError(f"{marker!r} never appeared on the console")
-            await asyncio.sleep(0.005)
+        await console_line(log, marker, started)
         return time.monotonic() - started
     finally:
         await driver.stop(vm, timeout=5)

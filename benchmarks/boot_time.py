@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.guest import busybox_initramfs
+from support.guest import busybox_initramfs, console_line
 from volantd.boot.initrd import assemble_initrd
 from volantd.hypervisors import LaunchSpec, NetworkSpec, QemuDriver
 from volantd.hypervisors.qemu import build_qemu_args, host_tsc_khz
@@ -56,16 +56,10 @@ def baseline_boot(spec: LaunchSpec, driver: QemuDriver) -> tuple[float, float]:
 
 
 async def wait_for_marker(log: Path, started: float) -> tuple[float, float]:
-    """Poll the serial log until the marker appears: (seconds since `started`, guest uptime)."""
-    while True:
-        data = log.read_bytes() if log.exists() else b""
-        if MARKER in data:
-            elapsed = time.monotonic() - started
-            line = data[data.index(MARKER) :].split(b"\n")[0]
-            return elapsed, float(line.split(b"uptime=")[1].split()[0])
-        if time.monotonic() - started > 120:
-            raise RuntimeError("guest never reached init")
-        await asyncio.sleep(0.005)
+    """Seconds since `started` until the marker is on the console, and the guest's uptime."""
+    line = await console_line(log, MARKER, started, timeout=120)
+    elapsed = time.monotonic() - started
+    return elapsed, float(line.split(b"uptime=")[1].split()[0])
 
 
 async def same_args_boot(spec: LaunchSpec, driver: QemuDriver) -> tuple[float, float]:

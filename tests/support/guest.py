@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import time
@@ -80,3 +81,19 @@ def read_log(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+async def console_line(log: Path, marker: bytes, started: float, timeout: float = 300) -> bytes:
+    """Poll a serial log until a line contains `marker` (spaces ignored); return that line.
+
+    `started` is the `time.monotonic()` the wait is measured from, for the timeout.
+    """
+    needle = marker.replace(b" ", b"")
+    while True:
+        data = log.read_bytes() if log.exists() else b""
+        for line in data.splitlines():
+            if needle in line.replace(b" ", b""):
+                return line
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{marker!r} never appeared on the console in {log}")
+        await asyncio.sleep(0.005)
