@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import os
 import signal
 import socket
@@ -42,7 +41,7 @@ pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 120  # TCG on a loaded 2-core machine; a healthy boot takes a few seconds
 
 
-def boot_contract(run_dir: Path, kernel) -> dict:
+def boot_contract(run_dir: Path, kernel) -> VMContract:
     """A real vm.json (pluginspec's contract model) for a test guest."""
     manifest = parse_manifest(
         {"name": "busybox-test", "version": "0.1.0", "initramfs": {"url": "plugin.cpio.gz"}}
@@ -57,7 +56,7 @@ def boot_contract(run_dir: Path, kernel) -> dict:
         modules=list(kernel.modules),
         boot_epoch_ns=time.time_ns(),
     )
-    return json.loads(contract.to_json())
+    return contract
 
 
 def guest_initrd(run_dir: Path, kernel, init_body: str, files: dict[str, bytes] | None = None):

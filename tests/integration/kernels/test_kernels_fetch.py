@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import libarchive  # type: ignore[import-untyped]
 import pytest
 
+from support.archives import cpio_files
 from volantd.kernels.modinfo import parse_modinfo
 
 pytestmark = pytest.mark.integration
@@ -94,15 +94,6 @@ def fetched_copy(fetched: Volantd, tmp_path: Path) -> Volantd:
     home = tmp_path / "volant-home"
     shutil.copytree(fetched.home, home)
     return Volantd(home, fetched.cache)
-
-
-def cpio_files(path: Path) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    with libarchive.file_reader(str(path)) as archive:
-        for entry in archive:
-            if entry.isfile:
-                files["/" + entry.pathname] = b"".join(entry.get_blocks())
-    return files
 
 
 def mtimes(root: Path) -> dict[Path, int]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import libarchive
 import pytest
 
 from pluginspec import parse_manifest
 from pluginspec.cpio import CpioEntry, cpio_bytes, write_cpio
+from support.archives import cpio_files
 from volantd.boot.contract import guest_contract, guest_network, mac_for, prepare_initrd
 from volantd.errors import VolantError
 from volantd.kernels import KernelEntry
@@ -36,14 +36,6 @@ def kernel(tmp_path: Path, modules_cpio: Path | None) -> KernelEntry:
         "modules_cpio": modules_cpio, "modules": ("/lib/modules/6.1.0-test/virtio.ko",),
     }  # fmt: skip
     return KernelEntry(**values)
-
-
-def members(path: Path) -> dict[str, bytes]:
-    found = {}
-    with libarchive.file_reader(str(path)) as archive:
-        for entry in archive:
-            found[entry.pathname] = b"".join(entry.get_blocks())
-    return found
 
 
 def test_mac_is_stable_per_vm_and_locally_administered():
@@ -101,5 +93,5 @@ def test_initrd_is_plugin_then_modules_then_vm_json_all_uncompressed(
         assert data[: len(part)] == part
         data = data[(len(part) + 3) // 4 * 4 :]
     (run_dir / "last.cpio").write_bytes(data)
-    vm_json = members(run_dir / "last.cpio")["etc/volant/vm.json"]
+    vm_json = cpio_files(run_dir / "last.cpio")["/etc/volant/vm.json"]
     assert json.loads(vm_json)["vm"]["name"] == "web-1"

@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import libarchive  # type: ignore[import-untyped]
 import pytest
 
+from support.archives import cpio_files
 from volantd.kernels import (
     ImageFormat,
     KernelError,
@@ -21,16 +21,6 @@ from volantd.kernels import (
 MakeTree = Callable[..., Path]
 MakeImage = Callable[..., Path]
 RELEASE = "6.9.0-volant-test"
-
-
-def cpio_files(path: Path) -> dict[str, bytes]:
-    """The regular files of a cpio archive, read by libarchive (an independent reader)."""
-    files: dict[str, bytes] = {}
-    with libarchive.file_reader(str(path)) as archive:
-        for entry in archive:
-            if entry.isfile:
-                files["/" + entry.pathname] = b"".join(entry.get_blocks())
-    return files
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fledge.cache import default_cache_dir
 from fledge.errors import FledgeError
 from pluginspec.cpio import CpioEntry
 
@@ -89,11 +90,6 @@ class PythonRuntime:
     def size(self) -> int:
         files = (self.interpreter, self.loader, self.stdlib_zip, *self.libraries, *self.extensions)
         return sum(path.stat().st_size for path in files)
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("FLEDGE_CACHE_DIR") or Path(base) / "fledge")
 
 
 def _describe(python: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .console import Console
 from .errors import KestrelError
-from .processes import program_environment, signal_group, spawn
+from .processes import end_process_group, program_environment, spawn
 
 if TYPE_CHECKING:
     from .reaper import Reaper
@@ -145,14 +145,9 @@ class ConsoleShell:
         process, exit_future = self.process, self._exit
         if process is None or exit_future is None or exit_future.done():
             return
-        signal_group(process, signal.SIGHUP)
-        signal_group(process, signal.SIGCONT)
-        try:
-            await asyncio.wait_for(asyncio.shield(exit_future), 2)
-        except TimeoutError:
-            signal_group(process, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exit_future), 2)
+        await end_process_group(
+            process, exit_future, (signal.SIGHUP, signal.SIGCONT), grace_s=2, kill_wait_s=2
+        )
 
     def info(self) -> dict[str, Any]:
         running = self.process is not None and self.process.returncode is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import SpawnError
@@ -84,6 +84,31 @@ def signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
     """Send ``signal_number`` to the process group that ``process`` leads (if still there)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal_number)
+
+
+async def end_process_group(
+    process: subprocess.Popen[bytes],
+    exited: Any,
+    signals: Sequence[int],
+    grace_s: float,
+    kill_wait_s: float,
+    before_kill: Callable[[], None] | None = None,
+) -> None:
+    """Send ``signals`` to ``process``'s group; SIGKILL it (after calling ``before_kill``) if
+    ``exited``, an asyncio future the reaper resolves, is not done within ``grace_s``."""
+    import asyncio
+    import signal
+
+    for signal_number in signals:
+        signal_group(process, signal_number)
+    try:
+        await asyncio.wait_for(asyncio.shield(exited), grace_s)
+    except TimeoutError:
+        if before_kill is not None:
+            before_kill()
+        signal_group(process, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), kill_wait_s)
 
 
 def signal_name(number: int) -> str:

@@ -27,7 +27,7 @@ from .config import Workload
 from .console import Console
 from .health import health_probe, probe_once, wait_healthy
 from .logs import LogBuffer, collect_pipe
-from .processes import exit_description, signal_group, signal_name
+from .processes import end_process_group, exit_description, signal_group, signal_name
 from .system import uptime_ms
 from .workload import StartResult, start_workload
 
@@ -238,14 +238,12 @@ class Supervisor:
         process, exit_future = self.process, self._exit
         if process is None or exit_future is None or exit_future.done():
             return
-        signal_group(process, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(exit_future), timeout_s)
-        except TimeoutError:
-            self.console.log(f"workload: still running {timeout_s:g} s after SIGTERM: SIGKILL")
-            signal_group(process, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exit_future), 5)
+        await end_process_group(
+            process, exit_future, (signal.SIGTERM,), grace_s=timeout_s, kill_wait_s=5,
+            before_kill=lambda: self.console.log(
+                f"workload: still running {timeout_s:g} s after SIGTERM: SIGKILL"
+            ),
+        )  # fmt: skip
 
     # -- reporting --------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -315,6 +316,18 @@ def _check_mapping(source: str, dest: str) -> list[tuple[tuple[str, ...], str]]:
     return issues
 
 
+def _strategy_section(
+    value: Any, info: ValidationInfo, owner: str, default: Callable[[], Any]
+) -> Any:
+    """A section that belongs to one strategy: defaulted there, an error with the other."""
+    strategy = info.data.get("strategy")
+    if strategy == owner:
+        return value or default()
+    if strategy in get_args(Strategy) and value is not None:
+        fail(f"is only used with strategy '{owner}'")
+    return value
+
+
 class FledgeConfig(SpecModel):
     """A ``fledge.toml`` (version 1). Defaults are filled in, so the model is what fledge builds.
 
@@ -409,22 +422,12 @@ class FledgeConfig(SpecModel):
     @field_validator("filesystem")
     @classmethod
     def _filesystem_for_oci(cls, value: FilesystemConfig | None, info: ValidationInfo) -> Any:
-        strategy = info.data.get("strategy")
-        if strategy == "oci_rootfs":
-            return value or FilesystemConfig()
-        if strategy == "initramfs" and value is not None:
-            fail("is only used with strategy 'oci_rootfs'")
-        return value
+        return _strategy_section(value, info, "oci_rootfs", FilesystemConfig)
 
     @field_validator("initramfs")
     @classmethod
     def _initramfs_options(cls, value: InitramfsOptions | None, info: ValidationInfo) -> Any:
-        strategy = info.data.get("strategy")
-        if strategy == "initramfs":
-            return value or InitramfsOptions()
-        if strategy == "oci_rootfs" and value is not None:
-            fail("is only used with strategy 'initramfs'")
-        return value
+        return _strategy_section(value, info, "initramfs", InitramfsOptions)
 
     @field_validator("mappings")
     @classmethod

@@ -19,7 +19,7 @@ from pluginspec import (
     VMContract,
     VMIdentity,
 )
-from volantd.boot.initrd import VM_JSON_PATH, assemble_initrd
+from volantd.boot.initrd import assemble_initrd, vm_json_files
 from volantd.errors import VolantError
 from volantd.kernels import KernelEntry
 
@@ -88,6 +88,4 @@ def prepare_initrd(
     archives = [plugin_initramfs]
     if kernel.modules_cpio is not None:
         archives.append(kernel.modules_cpio)
-    return assemble_initrd(
-        run_dir / "initrd", archives, {VM_JSON_PATH: contract.to_json().encode() + b"\n"}
-    )
+    return assemble_initrd(run_dir / "initrd", archives, vm_json_files(contract))

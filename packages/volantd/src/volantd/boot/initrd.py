@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import zstandard
 
+from pluginspec import VMContract
 from pluginspec.cpio import CpioEntry, cpio_bytes
 
 VM_JSON_PATH = "/etc/volant/vm.json"
@@ -72,6 +72,6 @@ def _decompressing(part: BinaryIO) -> Iterator[BinaryIO]:
         yield part
 
 
-def vm_json_files(contract: Mapping[str, Any]) -> dict[str, bytes]:
-    """The per-VM files for a guest boot contract document (`vm.json`)."""
-    return {VM_JSON_PATH: json.dumps(contract, indent=2, sort_keys=True).encode() + b"\n"}
+def vm_json_files(contract: VMContract) -> dict[str, bytes]:
+    """The per-VM files for a guest boot contract: just `/etc/volant/vm.json`."""
+    return {VM_JSON_PATH: contract.to_json().encode() + b"\n"}
