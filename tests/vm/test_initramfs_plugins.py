@@ -80,8 +80,8 @@ def booted_example(
 def test_example_plugin_serves_through_kestrel(booted_example, run_dir: Path):
     vm_plan, _, agent = booted_example
     events = console_events(run_dir)
-    assert events[:1] == ["agent_ready"], events
-    assert "workload_healthy" in events, events
+    assert events[:1] == ["workload_started"], events
+    assert "agent_ready" in events and events.count("workload_healthy") == 1, events
 
     assert agent.get("/healthz").json() == {"status": "ok"}
     page = agent.get("/v1/proxy/")

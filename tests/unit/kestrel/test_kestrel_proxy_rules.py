@@ -8,8 +8,9 @@ import pytest
 
 from kestrel.config import HealthCheck, RestartPolicy, Workload
 from kestrel.errors import KestrelError
-from kestrel.health import health_probe, wait_healthy
-from kestrel.httpclient import Origin, parse_http_url
+from kestrel.health import wait_healthy
+from kestrel.healthcheck import health_probe
+from kestrel.origin import Origin, parse_http_url
 from kestrel.listeners import parse_listen
 from kestrel.proxy import end_to_end, join_path
 

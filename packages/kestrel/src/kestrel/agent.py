@@ -19,6 +19,7 @@ from .api import API
 from .config import VMConfig
 from .console import Console
 from .console_shell import ConsoleShell
+from .healthcheck import FirstHealthCheck
 from .httpserver import HTTPServer
 from .logs import LogBuffer
 from .netconfig import NetworkReport
@@ -43,6 +44,8 @@ class BootState(NamedTuple):
     hostname_error: str | None
     sockets: list[socket.socket]
     workload_start: StartResult | None
+    first_health: FirstHealthCheck | None
+    """The health check probing the first run until the supervisor takes over."""
     shell_device: str | None
     """Where to run the console shell (None: no shell)."""
     stop_timeout_s: float
@@ -74,7 +77,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
         if self.supervisor is not None and self.boot.workload_start is not None:
-            self.supervisor.adopt(self.boot.workload_start, self.reaper)
+            self.supervisor.adopt(self.boot.workload_start, self.reaper, self.boot.first_health)
         self.reaper.install()
         for number in SHUTDOWN_SIGNALS:
             loop.add_signal_handler(number, self.request_shutdown, f"signal {number.name}")

@@ -35,7 +35,7 @@ from .files import (
     parse_mode,
     receive_file,
 )
-from .httpclient import Origin, parse_http_url
+from .origin import Origin, parse_http_url
 from .httpserver import HTTPError, Request, Response, json_response
 from .logs import LogLine, format_time
 from .proxy import forward, join_path

@@ -2,8 +2,9 @@
 
 As PID 1 (exec'd by the C init, see docs/guest.md) kestrel takes no arguments: it reads
 ``/etc/volant/vm.json``, sets the hostname, configures the network, opens its listening
-sockets and starts the workload, all before importing asyncio and h11 (the slowest part
-of its start-up), so the workload boots while the agent finishes starting. It never exits:
+sockets and starts the workload (and a thread probing its health), all before importing
+asyncio and h11 (the slowest part of its start-up), so the workload boots, and is reported
+healthy, while the agent finishes starting. It never exits:
 after a shutdown it syncs and powers the machine off, and a fatal error is printed on the
 console and powers off too.
 
@@ -178,11 +179,20 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
     except KestrelError as error:
         console.log(f"fatal: {error}")
         return 1
-    workload_start = None
+    workload_start = first_health = None
     if config.workload is not None:
-        from .workload import start_workload
+        from .healthcheck import FirstHealthCheck, health_probe
+        from .workload import announce_start, start_workload
 
         workload_start = start_workload(config.workload, console)
+        if workload_start.process is not None:
+            announce_start(console, workload_start, restarts=0)
+            first_health = FirstHealthCheck(
+                health_probe(config.workload),
+                console,
+                workload_start.process.pid,
+                workload_start.monotonic,
+            ).start()
     if pid1 and system:
         try:
             disable_ctrl_alt_del()  # after the workload start: it costs a ctypes import
@@ -208,6 +218,7 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
         hostname_error=hostname_error,
         sockets=sockets,
         workload_start=workload_start,
+        first_health=first_health,
         shell_device=shell_device,
         stop_timeout_s=options.stop_timeout_s,
         early_signal=lambda: signals.received,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from .httpclient import Origin, UpstreamError, UpstreamResponse, send_request
+from .httpclient import UpstreamError, UpstreamResponse, send_request
+from .origin import Origin
 from .httpserver import HTTPError, Request, Response
 
 HOP_BY_HOP = frozenset(

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Workload
 from .console import Console
-from .health import health_probe, probe_once, wait_healthy
+from .health import probe_once, wait_healthy
+from .healthcheck import FirstHealthCheck, health_probe
 from .logs import LogBuffer, collect_pipe
 from .processes import end_process_group, exit_description, signal_group, signal_name
 from .system import uptime_ms
-from .workload import StartResult, start_workload
+from .workload import StartResult, announce_start, start_workload
 
 if TYPE_CHECKING:
     from .reaper import Reaper
@@ -77,28 +78,28 @@ class Supervisor:
         self._started_at = 0.0
         self._exit: asyncio.Future[int] | None = None
         self._needs_start = True
-        self._unannounced: StartResult | None = None
+        self._first_health: FirstHealthCheck | None = None
+        self._first_healthy: dict[str, Any] | None = None
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._probe = health_probe(workload)
 
     # -- starting ---------------------------------------------------------------------------
 
-    def adopt(self, started: StartResult, reaper: Reaper) -> None:
-        """Take over a start made before the loop ran; call before ``reaper.install()``.
-
-        Its ``workload_started`` event waits for :meth:`run`, so that it follows
-        ``agent_ready`` on the console (it carries the uptime of the actual start).
-        """
+    def adopt(
+        self, started: StartResult, reaper: Reaper, first_health: FirstHealthCheck | None
+    ) -> None:
+        """Take over a start made (and announced) before the loop ran, with the health check
+        probing it meanwhile; call before ``reaper.install()``."""
         self._take(started, reaper)
-        self._unannounced = started
+        self._first_health = first_health
 
     def _start(self, reaper: Reaper) -> None:
         started = start_workload(
             self.workload, self.console, passwd=self._passwd, group=self._group
         )
         self._take(started, reaper)
-        self._announce(started)
+        announce_start(self.console, started, self.restarts)
 
     def _take(self, started: StartResult, reaper: Reaper) -> None:
         self._needs_start = False
@@ -112,23 +113,17 @@ class Supervisor:
             if self.first_started_ms is None:
                 self.first_started_ms = started.uptime_ms
 
-    def _announce(self, started: StartResult) -> None:
-        if started.process is not None:
-            self.console.event(
-                "workload_started",
-                at_ms=started.uptime_ms,
-                pid=started.process.pid,
-                restarts=self.restarts,
-            )
-
     # -- supervising ------------------------------------------------------------------------
 
     async def run(self, reaper: Reaper) -> None:
         """Supervise until the workload is stopped or the restart policy gives up."""
         self._stop_requested = asyncio.Event()
-        if self._unannounced is not None:
-            self._announce(self._unannounced)
-            self._unannounced = None
+        if self._first_health is not None:
+            self._first_healthy, self.health_problem = self._first_health.hand_over()
+            if self._first_healthy is not None:
+                self.state = HEALTHY
+                self.first_healthy_ms = self._first_healthy["uptime_ms"]
+            self._first_health = None
         crash_loop = 0
         while True:
             if self._needs_start:
@@ -181,11 +176,14 @@ class Supervisor:
         return exit_code
 
     async def _follow_health(self, process: subprocess.Popen[bytes]) -> None:
+        if self._first_healthy is not None:  # found (and announced) before the loop ran
+            self._first_healthy = None
+            return
         probe = self._probe
         if probe is None:
             self._became_healthy(process)
             return
-        self.health_problem = await wait_healthy(probe)
+        self.health_problem = await wait_healthy(probe, since=self._started_at)
         while self.health_problem is not None:
             if self.state != UNHEALTHY:
                 self.state = UNHEALTHY

@@ -2,7 +2,7 @@
 
 kestrel starts the workload as early as it can, before importing its HTTP stack, so the
 workload boots while the agent finishes starting; :mod:`kestrel.supervisor` takes it over
-and tells the console (``workload_started``) once the agent is ready.
+once the event loop runs.
 """
 
 from __future__ import annotations
@@ -54,3 +54,11 @@ def start_workload(
         console.log(f"workload: cannot start: {error}")
         return StartResult(None, str(error), now_ms, now)
     return StartResult(process, None, now_ms, now)
+
+
+def announce_start(console: Console, started: StartResult, restarts: int) -> None:
+    """Print ``workload_started`` (with the uptime of the start itself) if it started."""
+    if started.process is not None:
+        console.event(
+            "workload_started", at_ms=started.uptime_ms, pid=started.process.pid, restarts=restarts
+        )
