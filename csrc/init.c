@@ -186,8 +186,18 @@ static int has_suffix(const char *text, const char *suffix)
     return a >= b && strcmp(text + a - b, suffix) == 0;
 }
 
+static long uptime_ms(void)
+{
+    struct timespec now;
+
+    if (clock_gettime(CLOCK_BOOTTIME, &now) != 0)
+        return -1;
+    return (long)now.tv_sec * 1000L + now.tv_nsec / 1000000L;
+}
+
 static void load_modules(void)
 {
+    long started = uptime_ms();
     struct modlist list;
     const char *error = NULL;
     size_t size = 0, offset = 0, i, loaded = 0;
@@ -223,7 +233,8 @@ static void load_modules(void)
         close(fd);
     }
     if (list.count > 0)
-        say("loaded %lu of %lu modules", (unsigned long)loaded, (unsigned long)list.count);
+        say("loaded %lu of %lu modules in %ld ms", (unsigned long)loaded,
+            (unsigned long)list.count, uptime_ms() - started);
     modlist_free(&list);
 }
 
@@ -234,22 +245,25 @@ int main(void)
         "-s",            "-S",             "-B",           "/opt/volant/kestrel.pyz",
         NULL,
     };
-    static char *const envp[] = {
+    static char started_env[40];
+    char *const envp[] = {
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME=/root",
         "TERM=linux",
         "PYTHONHOME=" RUNTIME,
+        started_env,
         NULL,
     };
-    struct timespec now;
+    long started;
 
     umask(022);
     mount_all();
     ensure_node("/dev/console", 0600, 5, 1);
     ensure_node("/dev/null", 0666, 1, 3);
     open_console();
-    if (clock_gettime(CLOCK_BOOTTIME, &now) == 0)
-        say("started at uptime %ld.%03ld s", (long)now.tv_sec, now.tv_nsec / 1000000L);
+    started = uptime_ms();
+    snprintf(started_env, sizeof(started_env), "VOLANT_INIT_STARTED_MS=%ld", started);
+    say("started at uptime %ld.%03ld s", started / 1000, started % 1000);
     load_modules();
     if (chdir("/") != 0)
         say("cannot chdir to /: %s", strerror(errno));
