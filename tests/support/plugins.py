@@ -17,7 +17,7 @@ from volantd.boot.contract import (
     mac_for,
     prepare_initrd,
 )
-from volantd.hypervisors import LaunchSpec, NetworkSpec, PortForward
+from volantd.hypervisors import LaunchSpec, NetworkSpec, PortForward, QemuDriver
 from volantd.kernels import KernelEntry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +71,7 @@ def plugin_vm(
     contract = guest_contract(
         name="plugin-test", vm_id=vm_id, manifest=plugin.manifest, kernel=kernel,
         network=guest_network("user", mac_for(vm_id)),
+        drivers=QemuDriver().guest_drivers(network=True),
     )  # fmt: skip
     initrd = prepare_initrd(run_dir, plugin.artifact, kernel, contract)
     (run_dir / "vm.json").write_text(json.dumps(json.loads(contract.to_json()), indent=2))

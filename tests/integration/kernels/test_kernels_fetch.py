@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from support.archives import cpio_files
+from volantd.hypervisors import QemuDriver
+from volantd.kernels import KernelStore
 from volantd.kernels.modinfo import parse_modinfo
 
 pytestmark = pytest.mark.integration
@@ -142,6 +144,19 @@ def test_the_modules_cpio_holds_the_guest_drivers_in_dependency_order(fetched: V
                 assert soft.replace("-", "_") in loaded
         assert info.name is not None
         loaded.add(info.name)
+
+
+def test_a_microvm_with_a_nic_loads_six_of_the_modules(fetched: Volantd) -> None:
+    entry = KernelStore(fetched.home / "kernels").get()
+    modules = entry.modules_for(QemuDriver().guest_drivers(network=True))
+    assert [Path(path).name for path in modules] == [
+        "failover.ko", "net_failover.ko", "virtio.ko", "virtio_ring.ko",
+        "virtio_mmio.ko", "virtio_net.ko",
+    ]  # fmt: skip
+    with_disk = entry.modules_for(QemuDriver().guest_drivers(network=True, disks=1))
+    assert set(with_disk) - set(modules) == {
+        path for path in entry.modules if path.endswith("/virtio_blk.ko")
+    }
 
 
 def test_a_second_fetch_is_a_no_op(fetched: Volantd) -> None:

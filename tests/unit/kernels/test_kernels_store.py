@@ -67,6 +67,46 @@ def test_metadata_records_digests_source_and_load_order(
     assert metadata["modules"] == list(entry.modules)
 
 
+def test_a_vm_gets_only_the_modules_its_drivers_need(
+    store: KernelStore, make_bzimage: MakeImage, make_module_tree: MakeTree
+) -> None:
+    entry = store.import_kernel(make_bzimage(), make_module_tree())
+    prefix = f"/lib/modules/{RELEASE}/kernel/"
+
+    def names(paths: tuple[str, ...]) -> list[str]:
+        return [path.removeprefix(prefix) for path in paths]
+
+    network_vm = entry.modules_for(["virtio_mmio", "virtio_net"])
+    assert sorted(names(network_vm)) == sorted([
+        "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko",
+        "drivers/virtio/virtio_mmio.ko", "net/core/failover.ko",
+        "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
+    ])  # fmt: skip
+    assert [p for p in entry.modules if p in network_vm] == list(network_vm)  # load order kept
+    assert sorted(names(entry.modules_for(["virtio-rng"]))) == [  # either spelling
+        "drivers/char/hw_random/virtio-rng.ko", "drivers/virtio/virtio.ko",
+        "drivers/virtio/virtio_ring.ko",
+    ]  # fmt: skip
+    # soft dependencies come along; built-in drivers need nothing
+    assert names(entry.modules_for(["overlay"])) == [
+        "arch/x86/crypto/crc32c-intel.ko", "fs/overlayfs/overlay.ko",
+    ]  # fmt: skip
+    assert entry.modules_for(["virtio_console", "ext4"]) == ()
+    # the record survives a reload from disk
+    assert store.get(entry.name).modules_for(["virtio_net"]) == entry.modules_for(["virtio_net"])
+
+
+def test_entries_recorded_before_dependencies_give_every_module(
+    store: KernelStore, make_bzimage: MakeImage, make_module_tree: MakeTree
+) -> None:
+    entry = store.import_kernel(make_bzimage(), make_module_tree())
+    metadata_file = entry.directory / "kernel.json"
+    metadata = json.loads(metadata_file.read_text())
+    del metadata["module_needs"]
+    metadata_file.write_text(json.dumps(metadata))
+    assert store.get(entry.name).modules_for(["virtio_net"]) == entry.modules
+
+
 def test_modules_cpio_is_reproducible(
     store: KernelStore, make_bzimage: MakeImage, make_module_tree: MakeTree
 ) -> None:

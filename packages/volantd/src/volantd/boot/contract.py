@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -59,10 +60,15 @@ def guest_contract(
     manifest: PluginManifest,
     kernel: KernelEntry,
     network: GuestNetwork,
+    drivers: Sequence[str] | None = None,
     console_shell: bool = True,
     boot_epoch_ns: int | None = None,
 ) -> VMContract:
-    """The vm.json of one VM running `manifest` on `kernel`."""
+    """The vm.json of one VM running `manifest` on `kernel`.
+
+    `drivers` are the guest drivers its devices need (`HypervisorDriver.guest_drivers`):
+    init loads only their modules; None loads every module the kernel ships.
+    """
     if manifest.rootfs is not None:
         raise VolantError(
             f"plugin {manifest.name} boots from a root disk; rootfs plugins land with the OCI "
@@ -75,7 +81,7 @@ def guest_contract(
         workload=GuestWorkload.from_manifest(manifest),
         network=network,
         boot=GuestBoot(strategy="initramfs"),
-        modules=list(kernel.modules),
+        modules=list(kernel.modules if drivers is None else kernel.modules_for(drivers)),
         console_shell=console_shell,
         boot_epoch_ns=boot_epoch_ns if boot_epoch_ns is not None else time.time_ns(),
     )

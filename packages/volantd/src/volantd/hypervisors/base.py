@@ -119,6 +119,10 @@ class HypervisorDriver(ABC):
         """What this driver offers on this host, or why it is unavailable."""
 
     @abstractmethod
+    def guest_drivers(self, *, network: bool, disks: int = 0) -> tuple[str, ...]:
+        """The guest kernel drivers (module names) a VM with these devices needs."""
+
+    @abstractmethod
     def prepare(self, spec: LaunchSpec) -> None:
         """Check the spec and lay out its run directory; safe to repeat."""
 

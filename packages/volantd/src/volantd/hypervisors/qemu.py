@@ -186,6 +186,14 @@ class QemuDriver(HypervisorDriver):
             self._binary = require_tool(QEMU_BINARY, "run microVMs with the qemu driver")
         return self._binary
 
+    def guest_drivers(self, *, network: bool, disks: int = 0) -> tuple[str, ...]:
+        """microvm's devices are virtio-mmio: the transport, plus the NIC and disk drivers."""
+        return (
+            "virtio_mmio",
+            *(("virtio_net",) if network else ()),
+            *(("virtio_blk",) if disks else ()),
+        )
+
     def capabilities(self) -> Capabilities:
         try:
             self.binary  # noqa: B018 - resolving the binary is the availability check

@@ -42,6 +42,7 @@ class ModuleSelection:
     modules: tuple[KernelModule, ...]
     builtin: tuple[str, ...]  # wanted or depended on, but compiled into the kernel
     absent_optional: tuple[str, ...]
+    needs: dict[str, tuple[str, ...]]  # module name -> selected modules loaded before it
 
 
 def _missing_message(index: ModuleIndex, name: str) -> str:
@@ -113,4 +114,5 @@ def select_modules(
         modules=tuple(selected[name] for name in order),
         builtin=tuple(sorted(builtin)),
         absent_optional=tuple(absent),
+        needs={name: tuple(sorted(needs[name])) for name in order},
     )

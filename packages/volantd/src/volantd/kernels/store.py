@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from volantd.kernels.errors import (
     KernelNotFoundError,
 )
 from volantd.kernels.image import ImageFormat, KernelImage, bzimage_version, inspect_kernel_image
-from volantd.kernels.modinfo import parse_modinfo
+from volantd.kernels.modinfo import normalise_module_name, parse_modinfo
 from volantd.kernels.moduletree import DirectoryModuleTree, ModuleTree
 from volantd.kernels.selection import ModuleSelection, select_modules
 from volantd.paths import cache_dir, kernels_dir
@@ -90,6 +90,8 @@ class KernelEntry:
     image: Path
     modules_cpio: Path | None
     modules: tuple[str, ...]  # guest paths of the modules in the cpio, in load order
+    module_needs: dict[str, tuple[str, ...]] | None
+    """Guest path -> the guest paths loaded before it; None in entries from before it was kept."""
     builtin_modules: tuple[str, ...]  # wanted drivers the kernel has built in
     size: int  # bytes of image plus modules cpio
     is_default: bool
@@ -97,6 +99,25 @@ class KernelEntry:
     directory: Path
     installed_at: str
     files: tuple[StoredFile, ...]
+
+    def modules_for(self, drivers: Iterable[str]) -> tuple[str, ...]:
+        """The modules (guest paths, in load order) that give a guest `drivers`.
+
+        Drivers are module names (`virtio_net`); those built into the kernel need nothing, and
+        everything they depend on comes along. Entries installed before dependencies were
+        recorded give every module.
+        """
+        if self.module_needs is None:
+            return self.modules
+        by_name = {module_name(path): path for path in self.modules}
+        wanted: set[str] = set()
+        pending = [by_name[name] for name in map(normalise_module_name, drivers) if name in by_name]
+        while pending:
+            path = pending.pop()
+            if path not in wanted:
+                wanted.add(path)
+                pending.extend(self.module_needs.get(path, ()))
+        return tuple(path for path in self.modules if path in wanted)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +133,19 @@ class KernelEntry:
             "source": {k: v for k, v in vars(self.source).items() if v is not None},
             "installed_at": self.installed_at,
         }
+
+
+def module_name(guest_path: str) -> str:
+    """`/lib/modules/<release>/.../virtio-rng.ko` -> `virtio_rng`."""
+    return normalise_module_name(guest_path.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
+def _module_needs(value: Any) -> dict[str, tuple[str, ...]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("module_needs is not an object")
+    return {str(path): tuple(map(str, needs)) for path, needs in value.items()}
 
 
 def reference_kernel_name(kernel_version: str) -> str:
@@ -326,6 +360,7 @@ class KernelStore:
                 image=directory / metadata["image"],
                 modules_cpio=directory / cpio if cpio else None,
                 modules=tuple(metadata["modules"]),
+                module_needs=_module_needs(metadata.get("module_needs")),
                 builtin_modules=tuple(metadata["builtin_modules"]),
                 size=sum(file.size for file in files),
                 is_default=False,
@@ -378,6 +413,10 @@ class KernelStore:
         except KernelIntegrityError as error:
             report(f"{error}: reinstalling")
             return None
+        if entry.modules and entry.module_needs is None:
+            report(f"kernel {name} was installed before module dependencies were recorded: "
+                   "reinstalling")  # fmt: skip
+            return None
         return self._with_default(entry, self._default_name(self.list()))
 
     @contextmanager
@@ -416,9 +455,17 @@ class KernelStore:
             (staging / image_name).write_bytes(image)
             files = [_digest(image_name, image)]
             guest_modules: builtins.list[str] = []
+            module_needs: dict[str, builtins.list[str]] = {}
             if tree is not None and selection is not None and selection.modules:
                 guest_modules = self._write_modules_cpio(staging, kernel.version, tree, selection)
                 files.append(_file_digest(staging / MODULES_CPIO))
+                guest_path = dict(
+                    zip((m.name for m in selection.modules), guest_modules, strict=True)
+                )
+                module_needs = {
+                    guest_path[name]: [guest_path[need] for need in needs]
+                    for name, needs in selection.needs.items()
+                }
             metadata = {
                 "format": METADATA_FORMAT,
                 "name": name,
@@ -427,6 +474,7 @@ class KernelStore:
                 "image": image_name,
                 "modules_cpio": MODULES_CPIO if guest_modules else None,
                 "modules": guest_modules,
+                "module_needs": module_needs,
                 "builtin_modules": list(selection.builtin) if selection else [],
                 "source": {k: v for k, v in vars(source).items() if v is not None},
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
