@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from kestrel.config import HealthCheck, RestartPolicy, Workload
 from kestrel.console import Console
 from kestrel.healthcheck import FirstHealthCheck, HealthProbe, probe_blocking
 
@@ -43,6 +44,13 @@ def _probe(port: int, any_status: bool = False, timeout_ms: int = 5000) -> Healt
     return HealthProbe(f"http://127.0.0.1:{port}/health", timeout_ms, 10, any_status)
 
 
+def _web(port: int, timeout_ms: int = 5000) -> Workload:
+    """An http workload whose health check is GET /health on `port`."""
+    check = HealthCheck("/health", timeout_ms, 10)
+    base = f"http://127.0.0.1:{port}"
+    return Workload("http", ("/bin/app",), (), {}, "/", None, RestartPolicy(), base, check)
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,7 +72,9 @@ def test_probe_reports_status_and_refusals(server: ThreadingHTTPServer) -> None:
     assert refused is not None and "cannot connect to http://127.0.0.1:" in refused
     assert "refused" in refused.lower()
     https = HealthProbe("https://127.0.0.1:1/", 100, 10, False)
-    assert probe_blocking(https) == "cannot probe https://127.0.0.1:1/: only http:// URLs are supported"
+    assert probe_blocking(https) == (
+        "cannot probe https://127.0.0.1:1/: only http:// URLs are supported"
+    )
 
 
 def test_probe_rejects_an_upstream_that_does_not_speak_http() -> None:
@@ -99,7 +109,7 @@ def test_first_check_announces_healthy_once_and_hands_the_event_over(
     server: ThreadingHTTPServer, tmp_path
 ) -> None:
     console, path = _console(tmp_path)
-    check = FirstHealthCheck(_probe(server.server_address[1]), console, 77, time.monotonic())
+    check = FirstHealthCheck(_web(server.server_address[1]), console, 77, time.monotonic())
     check.start()
     deadline = time.monotonic() + 10
     while check.healthy is None and time.monotonic() < deadline:
@@ -115,7 +125,7 @@ def test_first_check_announces_healthy_once_and_hands_the_event_over(
 def test_first_check_handed_over_before_health_stays_silent(tmp_path) -> None:
     console, path = _console(tmp_path)
     port = _closed_port()
-    check = FirstHealthCheck(_probe(port), console, 77, time.monotonic()).start()
+    check = FirstHealthCheck(_web(port), console, 77, time.monotonic()).start()
     deadline = time.monotonic() + 10
     while check.problem is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,7 +142,8 @@ def test_first_check_handed_over_before_health_stays_silent(tmp_path) -> None:
 
 def test_a_process_workload_is_healthy_as_soon_as_it_runs(tmp_path) -> None:
     console, path = _console(tmp_path)
-    check = FirstHealthCheck(None, console, 5, time.monotonic()).start()
+    process = Workload("process", ("/bin/app",), (), {}, "/", None, RestartPolicy(), None, None)
+    check = FirstHealthCheck(process, console, 5, time.monotonic()).start()
     healthy, problem = check.hand_over()
     assert healthy is not None and healthy["pid"] == 5 and problem is None
     assert [e["event"] for e in _events(path)] == ["workload_healthy"]
@@ -141,9 +152,7 @@ def test_a_process_workload_is_healthy_as_soon_as_it_runs(tmp_path) -> None:
 def test_first_check_gives_up_at_the_deadline_counted_from_the_start(tmp_path) -> None:
     console, path = _console(tmp_path)
     started = time.monotonic() - 10  # the workload started 10 s ago; the timeout is 5 s
-    check = FirstHealthCheck(_probe(_closed_port()), console, 77, started).start()
+    check = FirstHealthCheck(_web(_closed_port()), console, 77, started).start()
     time.sleep(0.2)
     assert check.hand_over() == (None, None)  # not a single probe: the deadline had passed
     assert _events(path) == []
-
-

@@ -10,8 +10,8 @@ from kestrel.config import HealthCheck, RestartPolicy, Workload
 from kestrel.errors import KestrelError
 from kestrel.health import wait_healthy
 from kestrel.healthcheck import health_probe
-from kestrel.origin import Origin, parse_http_url
 from kestrel.listeners import parse_listen
+from kestrel.origin import Origin, parse_http_url
 from kestrel.proxy import end_to_end, join_path
 
 

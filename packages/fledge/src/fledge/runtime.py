@@ -3,7 +3,7 @@
 An image gets the host's interpreter (Debian's `/usr/bin/python3` by default) together with
 its whole ELF closure — every shared library it and its extension modules need, plus the
 dynamic loader itself — under `/opt/volant/python`, and a trimmed standard library compiled
-to bytecode in `lib/python311.zip`. init runs the interpreter through the bundled loader
+to sourceless bytecode in `lib/python3.11/`. init runs the interpreter through the bundled loader
 (docs/guest.md), so the runtime works on glibc images, musl images and images with no libc.
 
 Compiling is done by the guest interpreter itself, so bytecode magic always matches, and
@@ -45,7 +45,8 @@ TRIMMED_STDLIB = frozenset(
 )  # fmt: skip
 TRIMMED_EXTENSIONS = re.compile(
     r"^(_test\w*|_ctypes_test|xxlimited\w*|_xxtestfuzz|_xxsubinterpreters|_curses\w*|_dbm|nis"
-    r"|readline|ossaudiodev|_ssl|_hashlib|_sqlite3|_crypt|audioop|_tkinter)\."
+    r"|readline|ossaudiodev|_ssl|_hashlib|_sqlite3|_crypt|audioop|_tkinter"
+    r"|_codecs_(cn|hk|iso2022|jp|kr|tw)|_multibytecodec)\."
 )
 
 _DESCRIBE = """
@@ -58,20 +59,22 @@ print(json.dumps({
 }))
 """
 
-# Run by the guest interpreter: compile every .py under a stdlib tree into one zip of
-# unchecked-hash .pyc files (reproducible: sorted, fixed timestamps, stored uncompressed).
+# Run by the guest interpreter: compile every .py under a stdlib tree into unchecked-hash
+# .pyc files in the sourceless layout (``json.pyc`` where ``json.py`` was), reproducibly.
+# A directory rather than a zip: at start-up zipimport parses the whole zip directory in
+# Python, which under software emulation costs tens of milliseconds before the first import.
 _COMPILE = """
-import importlib.util, json, sys, zipfile
+import importlib.util, json, os, sys
 from importlib._bootstrap_external import _code_to_hash_pyc
 root, output, names = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
-with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as archive:
-    for name in names:
-        source = open(root + "/" + name, "rb").read()
-        code = compile(source, name, "exec", dont_inherit=True, optimize=0)
-        data = _code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False)
-        info = zipfile.ZipInfo(name[:-3] + ".pyc", date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        archive.writestr(info, data)
+for name in names:
+    source = open(root + "/" + name, "rb").read()
+    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
+    data = _code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False)
+    target = os.path.join(output, name[:-3] + ".pyc")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as pyc:
+        pyc.write(data)
 """
 
 
@@ -84,11 +87,17 @@ class PythonRuntime:
     loader: Path
     libraries: tuple[Path, ...]
     extensions: tuple[Path, ...]
-    stdlib_zip: Path
+    stdlib: Path
+    """The compiled standard library: a tree of sourceless ``.pyc`` files."""
+
+    @property
+    def stdlib_files(self) -> list[Path]:
+        return sorted(path for path in self.stdlib.rglob("*.pyc"))
 
     @property
     def size(self) -> int:
-        files = (self.interpreter, self.loader, self.stdlib_zip, *self.libraries, *self.extensions)
+        files = (self.interpreter, self.loader, *self.stdlib_files, *self.libraries,
+                 *self.extensions)  # fmt: skip
         return sum(path.stat().st_size for path in files)
 
 
@@ -158,10 +167,11 @@ def prepare_runtime(python: str = GUEST_PYTHON, cache_dir: Path | None = None) -
     loader, libraries = shared_library_closure([interpreter, *extensions])
 
     cache = (cache_dir or default_cache_dir()) / "python-runtime" / _identity(interpreter)
-    stdlib_zip = cache / f"python{described['version'].replace('.', '')}.zip"
-    if not stdlib_zip.exists():
+    stdlib = cache / f"python{described['version']}"
+    if not stdlib.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        partial = stdlib_zip.with_name(f".{stdlib_zip.name}.{os.getpid()}")
+        partial = stdlib.with_name(f".{stdlib.name}.{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
         names = _stdlib_sources(Path(described["stdlib"]))
         result = subprocess.run(
             [str(interpreter), "-S", "-E", "-c", _COMPILE, described["stdlib"], str(partial)],
@@ -171,12 +181,15 @@ def prepare_runtime(python: str = GUEST_PYTHON, cache_dir: Path | None = None) -
             check=False,
         )
         if result.returncode != 0:
-            partial.unlink(missing_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
             raise FledgeError(f"compiling the guest stdlib failed: {result.stderr.strip()}")
-        os.replace(partial, stdlib_zip)
+        try:
+            partial.rename(stdlib)
+        except OSError:  # another build finished it first
+            shutil.rmtree(partial, ignore_errors=True)
     return PythonRuntime(
         described["version"], interpreter, loader.resolve(), tuple(libraries),
-        tuple(extensions), stdlib_zip,
+        tuple(extensions), stdlib,
     )  # fmt: skip
 
 
@@ -194,8 +207,11 @@ def python_runtime_entries(
         CpioEntry.file(_guest("bin/python3"), runtime.interpreter.read_bytes(), 0o755),
         CpioEntry.symlink(_guest(f"bin/python{version}"), "python3"),
         CpioEntry.file(_guest(f"lib/{LOADER_NAME}"), runtime.loader.read_bytes(), 0o755),
-        CpioEntry.file(_guest(f"lib/{runtime.stdlib_zip.name}"), runtime.stdlib_zip.read_bytes()),
     ]
+    for module in runtime.stdlib_files:
+        relative = module.relative_to(runtime.stdlib).as_posix()
+        path = _guest(f"lib/python{version}/{relative}")
+        entries.append(CpioEntry.file(path, module.read_bytes()))
     for library in runtime.libraries:
         entries.append(
             CpioEntry.file(_guest(f"lib/{library.name}"), library.resolve().read_bytes(), 0o755)
@@ -208,7 +224,7 @@ def python_runtime_entries(
                 0o755,
             )
         )
-    # getpath's landmark for the platform-dependent prefix
+    # getpath's landmark for the platform-dependent prefix (there may be no extensions)
     entries.append(CpioEntry.directory(_guest(f"lib/python{version}/lib-dynload")))
     return entries
 
@@ -221,7 +237,8 @@ def main() -> None:
     print(f"loader {runtime.loader}")
     for library in runtime.libraries:
         print(f"library {library}")
-    print(f"{len(runtime.extensions)} extension modules, stdlib {runtime.stdlib_zip}")
+    print(f"{len(runtime.extensions)} extension modules, "
+          f"stdlib {runtime.stdlib} ({len(runtime.stdlib_files)} modules)")  # fmt: skip
     print(f"total {runtime.size / 2**20:.1f} MiB uncompressed")
 
 

@@ -35,9 +35,9 @@ from .files import (
     parse_mode,
     receive_file,
 )
-from .origin import Origin, parse_http_url
 from .httpserver import HTTPError, Request, Response, json_response
 from .logs import LogLine, format_time
+from .origin import Origin, parse_http_url
 from .proxy import forward, join_path
 
 if TYPE_CHECKING:

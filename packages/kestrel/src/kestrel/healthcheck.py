@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from typing import Any, NamedTuple
-from urllib.parse import urljoin
 
 from .config import DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, Workload
 from .console import Console
@@ -53,6 +52,8 @@ def health_probe(workload: Workload) -> HealthProbe | None:
         return HealthProbe(
             workload.base_url, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HEALTH_INTERVAL_MS, True
         )
+    from urllib.parse import urljoin  # in the probing thread at boot, off the critical path
+
     url = urljoin(workload.base_url, check.endpoint)
     return HealthProbe(url, check.timeout_ms, check.interval_ms, False)
 
@@ -71,8 +72,10 @@ def probe_blocking(probe: HealthProbe, timeout_s: float = PROBE_TIMEOUT_S) -> st
         f"GET {origin.path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
         "User-Agent: kestrel-health\r\nConnection: close\r\n\r\n"
     ).encode("latin-1", "replace")
+    # A bytes host spares getaddrinfo the idna codec (tens of ms to load under emulation).
+    host = origin.host.encode("ascii") if origin.host.isascii() else origin.host
     try:
-        with socket.create_connection((origin.host, origin.port), timeout=timeout_s) as conn:
+        with socket.create_connection((host, origin.port), timeout=timeout_s) as conn:
             conn.sendall(request)
             head = b""
             while b"\n" not in head and len(head) < MAX_STATUS_LINE:
@@ -100,8 +103,8 @@ class FirstHealthCheck:
     stops it and tells the supervisor what it found.
     """
 
-    def __init__(self, probe: HealthProbe | None, console: Console, pid: int, started: float):
-        self.probe = probe
+    def __init__(self, workload: Workload, console: Console, pid: int, started: float):
+        self.workload = workload
         self.console = console
         self.pid = pid
         self.started = started
@@ -114,10 +117,10 @@ class FirstHealthCheck:
 
     def start(self) -> FirstHealthCheck:
         """Begin: a process workload is healthy now (it is running); an http one is probed."""
-        if self.probe is None:
-            self._report_healthy()
-        else:
+        if self.workload.type == "http" and self.workload.base_url:
             threading.Thread(target=self._run, name="first-health", daemon=True).start()
+        else:
+            self._report_healthy()
         return self
 
     def hand_over(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -128,12 +131,13 @@ class FirstHealthCheck:
             return self.healthy, self.problem
 
     def _run(self) -> None:
-        assert self.probe is not None
-        deadline = self.started + self.probe.timeout_ms / 1000
-        interval = self.probe.interval_ms / 1000
+        probe = health_probe(self.workload)
+        assert probe is not None
+        deadline = self.started + probe.timeout_ms / 1000
+        interval = probe.interval_ms / 1000
         while not self._handed_over and time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
-            problem = probe_blocking(self.probe, max(0.05, min(PROBE_TIMEOUT_S, remaining)))
+            problem = probe_blocking(probe, max(0.05, min(PROBE_TIMEOUT_S, remaining)))
             if problem is None:
                 self._report_healthy()
                 return

@@ -181,17 +181,14 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
         return 1
     workload_start = first_health = None
     if config.workload is not None:
-        from .healthcheck import FirstHealthCheck, health_probe
+        from .healthcheck import FirstHealthCheck
         from .workload import announce_start, start_workload
 
         workload_start = start_workload(config.workload, console)
         if workload_start.process is not None:
             announce_start(console, workload_start, restarts=0)
             first_health = FirstHealthCheck(
-                health_probe(config.workload),
-                console,
-                workload_start.process.pid,
-                workload_start.monotonic,
+                config.workload, console, workload_start.process.pid, workload_start.monotonic
             ).start()
     if pid1 and system:
         try:

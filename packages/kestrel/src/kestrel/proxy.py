@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from .httpclient import UpstreamError, UpstreamResponse, send_request
-from .origin import Origin
 from .httpserver import HTTPError, Request, Response
+from .origin import Origin
 
 HOP_BY_HOP = frozenset(
     {
