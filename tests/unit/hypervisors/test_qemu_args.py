@@ -46,7 +46,7 @@ def test_microvm_direct_boot_with_initrd_and_resources():
 def test_kvm_uses_host_cpu_and_tcg_uses_max():
     assert option(build_qemu_args(spec(), Accel.KVM), "-cpu") == ["host"]
     assert option(build_qemu_args(spec(), Accel.KVM), "-accel") == ["kvm"]
-    assert option(build_qemu_args(spec(), Accel.TCG), "-cpu") == ["max"]
+    assert option(build_qemu_args(spec(), Accel.TCG), "-cpu") == ["max,erms=off,fsrm=off"]
 
 
 def test_tcg_passes_the_host_tsc_frequency_and_kvm_does_not():
