@@ -91,7 +91,8 @@ def main() -> None:
     a = report("(a) busybox init marker (floor)", floors)
     b = report("(b) example plugin, workload healthy", plugins)
     print(f"ratio b/a: {b / a:.2f}  (target <= 1.5 under TCG)")
-    paired = statistics.median(plugin / floor for floor, plugin in zip(floors, plugins, strict=True))
+    pairs = zip(floors, plugins, strict=True)
+    paired = statistics.median(plugin / floor for floor, plugin in pairs)
     print(f"median of paired ratios: {paired:.2f}")
 
 

@@ -75,7 +75,8 @@ def probe_blocking(probe: HealthProbe, timeout_s: float = PROBE_TIMEOUT_S) -> st
     # A bytes host spares getaddrinfo the idna codec (tens of ms to load under emulation).
     host = origin.host.encode("ascii") if origin.host.isascii() else origin.host
     try:
-        with socket.create_connection((host, origin.port), timeout=timeout_s) as conn:
+        address = (host, origin.port)  # typeshed says str; CPython takes bytes as well
+        with socket.create_connection(address, timeout=timeout_s) as conn:  # type: ignore[arg-type]
             conn.sendall(request)
             head = b""
             while b"\n" not in head and len(head) < MAX_STATUS_LINE:
