@@ -1,0 +1,229 @@
+"""Installed plugins: install (verifying every artifact into the cache), list, enable, remove.
+
+A plugin is accepted only once each artifact its manifest names (initramfs, root disk, extra
+disks) is in the content-addressed cache and matches its checksum; the store then records the
+manifest and, per artifact, where its verified copy lives. VMs boot from those copies, never
+from the original URL, so a changed or vanished source cannot alter an installed plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpx
+
+from pluginspec import PluginManifest, SpecError, load_manifest, parse_manifest
+from volantd.artifacts import ArtifactCache, CachedArtifact
+from volantd.errors import VolantError
+from volantd.store import ArtifactRecord, ConflictError, Database, PluginRecord
+
+MANIFEST_MAX_BYTES = 1024 * 1024
+MANIFEST_TIMEOUT_S = 30.0
+
+
+class RegistryError(VolantError):
+    """A plugin cannot be installed or changed as asked."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact a manifest names: what it is for and where it comes from."""
+
+    name: str  # "initramfs", "rootfs" or "disk:<name>"
+    kind: str  # "initramfs", "rootfs" or "disk"
+    source: str
+    checksum: str | None
+    format: str | None
+
+
+def manifest_artifacts(manifest: PluginManifest) -> list[Artifact]:
+    """The artifacts ``manifest`` needs, boot artifact first."""
+    found = []
+    if manifest.initramfs is not None:
+        initramfs = manifest.initramfs
+        found.append(
+            Artifact("initramfs", "initramfs", initramfs.url, initramfs.checksum, initramfs.format)
+        )
+    if manifest.rootfs is not None:
+        rootfs = manifest.rootfs
+        found.append(Artifact("rootfs", "rootfs", rootfs.url, rootfs.checksum, rootfs.format))
+    for disk in manifest.disks:
+        found.append(Artifact(f"disk:{disk.name}", "disk", disk.source, disk.checksum, disk.format))
+    return found
+
+
+class PluginRegistry:
+    """The plugins this volantd knows, backed by the store and the artifact cache."""
+
+    def __init__(self, db: Database, cache: ArtifactCache) -> None:
+        self.db = db
+        self.cache = cache
+
+    # -- reading a manifest -----------------------------------------------------------------
+
+    async def read_source(self, source: str) -> tuple[PluginManifest, str | None]:
+        """Load a manifest from a URL or a path on this host.
+
+        Returns the manifest and the base relative artifact locations resolve against (the
+        manifest URL; for files, their paths are already made absolute).
+        """
+        if source.startswith(("http://", "https://")):
+            text = await _download_manifest(source)
+            return parse_manifest(text, source=source), source
+        path = source.removeprefix("file://")
+        if not os.path.isabs(path):
+            raise RegistryError(
+                f"manifest path {source!r} is relative; give volantd an absolute path on its "
+                "host (or send the manifest itself as the request body)"
+            )
+        manifest = await asyncio.to_thread(load_manifest, path, resolve_paths=True)
+        return manifest, None
+
+    # -- installing -------------------------------------------------------------------------
+
+    async def install(
+        self, manifest: PluginManifest, *, base_url: str | None = None, replace: bool = False
+    ) -> PluginRecord:
+        """Fetch and verify every artifact, then record the plugin (``replace``: over an
+        installed one of the same name)."""
+        existing = await asyncio.to_thread(self.db.plugins.find, manifest.name)
+        if existing is not None and not replace:
+            raise ConflictError(
+                f"plugin {manifest.name!r} is already installed (version {existing.version}); "
+                "install with replace=true to replace it"
+            )
+        if base_url is not None:
+            manifest = resolve_against_url(manifest, base_url)
+        artifacts = manifest_artifacts(manifest)
+        fetched = await asyncio.gather(*(self._fetch(artifact, manifest) for artifact in artifacts))
+        record = PluginRecord(
+            name=manifest.name,
+            version=manifest.version,
+            runtime=manifest.runtime,
+            enabled=manifest.enabled,
+            manifest=manifest.model_dump(mode="json"),
+        )
+        stored = [
+            ArtifactRecord(
+                plugin_name=manifest.name,
+                version=manifest.version,
+                name=artifact.name,
+                kind=artifact.kind,
+                source_url=artifact.source,
+                sha256=cached.digest,
+                format=artifact.format,
+                size_bytes=cached.size,
+                cache_path=cached.path,
+            )
+            for artifact, cached in zip(artifacts, fetched, strict=True)
+        ]
+        return await asyncio.to_thread(self.db.plugins.install, record, stored)
+
+    async def _fetch(self, artifact: Artifact, manifest: PluginManifest) -> CachedArtifact:
+        source = artifact.source
+        if source.startswith(("http://", "https://")) and artifact.checksum is None:
+            raise SpecError.single(
+                f"a checksum is required for an artifact fetched over the network ({source}); "
+                'add checksum = "sha256:<hex>"',
+                _field(artifact),
+                source=manifest.name,
+            )
+        if "://" not in source and not os.path.isabs(source):
+            raise SpecError.single(
+                f"{source!r} is a relative path, which means nothing to volantd when the "
+                "manifest comes as a request body; use an absolute path or a URL, or install "
+                "the manifest from its file",
+                _field(artifact),
+                source=manifest.name,
+            )
+        return await self.cache.fetch(source, artifact.checksum)
+
+    # -- the rest of the life cycle ---------------------------------------------------------
+
+    def installed(self) -> list[PluginRecord]:
+        """Every installed plugin, by name."""
+        return self.db.plugins.list()
+
+    def get(self, name: str) -> PluginRecord:
+        return self.db.plugins.get(name)
+
+    def artifacts(self, name: str, version: str | None = None) -> list[ArtifactRecord]:
+        """The plugin's verified artifacts (all versions installed so far unless ``version``)."""
+        self.db.plugins.get(name)
+        return self.db.artifacts.list(name, version)
+
+    def current_artifacts(self, record: PluginRecord) -> list[ArtifactRecord]:
+        """The artifacts of the installed version."""
+        return self.db.artifacts.list(record.name, record.version)
+
+    def set_enabled(self, name: str, enabled: bool) -> PluginRecord:
+        return self.db.plugins.set_enabled(name, enabled)
+
+    def remove(self, name: str) -> None:
+        """Forget the plugin (refused while VMs use it); cached blobs no other plugin uses go."""
+        self.db.plugins.get(name)
+        users = self.db.plugins.in_use_by(name)
+        if users:
+            shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+            raise ConflictError(
+                f"plugin {name!r} is used by {len(users)} VM(s): {shown}; delete them first"
+            )
+        blobs = {record.sha256 for record in self.db.artifacts.list(name)}
+        self.db.plugins.remove(name)
+        still_used = {record.sha256 for plugin in self.db.plugins.list()
+                      for record in self.db.artifacts.list(plugin.name)}  # fmt: skip
+        for digest in blobs - still_used:
+            self.cache.remove(digest)
+
+
+def resolve_against_url(manifest: PluginManifest, base_url: str) -> PluginManifest:
+    """A copy whose relative artifact locations are made absolute against ``base_url``."""
+    data = manifest.model_dump(mode="json")
+
+    def resolve(location: str | None) -> str | None:
+        if location is None or "://" in location:
+            return location
+        return urljoin(base_url, location)
+
+    for key in ("initramfs", "rootfs"):
+        if data.get(key):
+            data[key]["url"] = resolve(data[key]["url"])
+    for disk in data["disks"]:
+        disk["source"] = resolve(disk["source"])
+    data["openapi"] = resolve(data["openapi"])
+    return parse_manifest(data, source=base_url)
+
+
+def _field(artifact: Artifact) -> str:
+    if artifact.kind == "disk":
+        return f"disks[{artifact.name.removeprefix('disk:')}].source"
+    return f"{artifact.kind}.url"
+
+
+async def _download_manifest(url: str) -> bytes:
+    try:
+        async with (
+            httpx.AsyncClient(timeout=MANIFEST_TIMEOUT_S, follow_redirects=True) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"fetching the manifest {url} failed: HTTP {response.status_code}"
+                )
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MANIFEST_MAX_BYTES:
+                    raise RegistryError(
+                        f"the manifest at {url} is larger than {MANIFEST_MAX_BYTES // 1024} KiB"
+                    )
+            return bytes(body)
+    except httpx.TimeoutException:
+        raise RegistryError(
+            f"fetching the manifest {url} took longer than {MANIFEST_TIMEOUT_S:g} s"
+        ) from None
+    except httpx.HTTPError as error:
+        raise RegistryError(f"fetching the manifest {url} failed: {error}") from None
