@@ -116,7 +116,8 @@ def get_plugin_manifest(request: Request, name: str) -> dict[str, Any]:
 def get_plugin_info(request: Request, name: str) -> dict[str, Any]:
     """Version, runtime, enabled, install times and the verified artifacts."""
     plugins = registry(request)
-    return plugin_view(record := plugins.get(name), plugins.current_artifacts(record))
+    record = plugins.get(name)
+    return plugin_view(record, plugins.current_artifacts(record))
 
 
 @router.post("/{name}/enabled")
