@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from volantd.artifacts import ArtifactCache
-from volantd.paths import cache_dir
+from volantd.events import EventBus
+from volantd.hypervisors import QemuDriver
+from volantd.kernels import KernelStore
+from volantd.paths import cache_dir, run_dir
 from volantd.registry import PluginRegistry
 from volantd.settings import Settings
 from volantd.store import Database, open_database
+from volantd.vms.orchestrator import Orchestrator
 
 
 @dataclass
@@ -17,14 +21,26 @@ class Services:
     db: Database
     cache: ArtifactCache
     plugins: PluginRegistry
+    bus: EventBus
+    vms: Orchestrator
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
-        """Open the store (migrating it) and the artifact cache under ``settings.home``."""
+        """Open the store (migrating it), the artifact cache and the VM orchestrator."""
         settings.home.mkdir(parents=True, exist_ok=True)
         db = open_database(settings.database)
         cache = ArtifactCache(cache_dir(settings.home))
-        return cls(settings, db, cache, PluginRegistry(db, cache))
+        bus = EventBus(db)
+        kernels = KernelStore(settings.kernels, cache_dir(settings.home))
+        driver = QemuDriver(cache_dir=cache_dir(settings.home))
+        vms = Orchestrator(db, kernels, driver, bus, run_dir(settings.home))
+        return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms)
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        """Adopt the VMs a previous volantd left running."""
+        await self.vms.recover()
+
+    async def close(self) -> None:
+        await self.vms.close(stop_vms=self.settings.stop_vms_on_exit)
+        self.bus.close()
         self.db.close()

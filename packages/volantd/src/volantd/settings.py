@@ -36,6 +36,8 @@ class Settings:
     allow_remote_without_key: bool = False
     log_level: str = "info"
     stop_vms_on_exit: bool = False
+    kernels_dir: Path | None = None
+    """Where registered kernels live; default ``<home>/kernels``."""
 
     @classmethod
     def from_environment(cls, **overrides: object) -> Settings:
@@ -50,6 +52,7 @@ class Settings:
             allow_remote_without_key=_flag(env, "VOLANT_ALLOW_REMOTE_WITHOUT_KEY"),
             log_level=env.get("VOLANT_LOG_LEVEL", "info").lower(),
             stop_vms_on_exit=_flag(env, "VOLANT_STOP_VMS_ON_EXIT"),
+            kernels_dir=_optional_path(env.get("VOLANT_KERNELS_DIR")),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given).checked()  # type: ignore[arg-type]
@@ -57,6 +60,10 @@ class Settings:
     @property
     def database(self) -> Path:
         return self.db_path or self.home / "volant.db"
+
+    @property
+    def kernels(self) -> Path:
+        return self.kernels_dir or self.home / "kernels"
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from volantd import __version__
-from volantd.api import plugins, system
+from volantd.api import events, plugins, system, vms
 from volantd.api.errors import install_error_handlers
 from volantd.api.middleware import ApiKeyCheck, RequestContext
 from volantd.services import Services
@@ -22,11 +22,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = services or Services.open(settings)
         app.state.services = opened
+        await opened.start()
         try:
             yield
         finally:
             if services is None:
-                opened.close()
+                await opened.close()
             if settings.unix_socket is not None:  # uvicorn leaves its socket file behind
                 settings.unix_socket.unlink(missing_ok=True)
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(plugins.router)
+    app.include_router(vms.router)
+    app.include_router(events.router)
     if settings.api_key:
         app.add_middleware(ApiKeyCheck, api_key=settings.api_key)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id

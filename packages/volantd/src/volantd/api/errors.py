@@ -65,7 +65,7 @@ def status_of(error: VolantError) -> int:
         return 404
     if "ConflictError" in names:
         return 409
-    if names & {"ChecksumMismatchError", "ArtifactError"}:
+    if names & {"ChecksumMismatchError", "ArtifactError", "InvalidNameError"}:
         return 422
     return 400
 

@@ -143,5 +143,9 @@ class HypervisorDriver(ABC):
         """The VM's current state."""
 
     @abstractmethod
+    def alive(self, vm: VMProcess) -> bool:
+        """Whether the VMM process still exists (cheap: no control-socket round trip)."""
+
+    @abstractmethod
     async def attach(self, name: str, run_dir: Path) -> VMProcess | None:
         """Find a VM left running by an earlier daemon, or None when it is gone."""

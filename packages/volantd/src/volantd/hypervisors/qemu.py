@@ -321,6 +321,9 @@ class QemuDriver(HypervisorDriver):
         await wait_for_exit(vm.monitor_pid, 5.0)
         return self._exit_status(vm)
 
+    def alive(self, vm: VMProcess) -> bool:
+        return bool(vm.pid) and _alive(vm.pid, vm.run_dir)
+
     def _exit_status(self, vm: VMProcess) -> VMStatus:
         try:
             record = json.loads((vm.run_dir / monitor.EXIT_FILE).read_text())

@@ -1,0 +1,513 @@
+"""The VM life cycle: create, start, stop, restart, delete, and keeping track of every VM.
+
+Each state change is written to the store before anything else learns of it, then published
+as an event. A running VM has a watcher that follows kestrel's console events (readiness and
+the boot waterfall) and notices within a second when its VMM dies. VMMs are detached from
+volantd once recorded, so they outlive a daemon restart; :meth:`Orchestrator.recover` adopts
+them again (or marks them crashed and frees what they held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from pluginspec import PluginManifest, VMConfig, parse_vm_config
+from volantd.boot.contract import (
+    guest_contract,
+    guest_network,
+    kernel_cmdline,
+    mac_for,
+    prepare_initrd,
+)
+from volantd.errors import VolantError
+from volantd.events import EventBus
+from volantd.hypervisors import HypervisorDriver, LaunchSpec, NetworkSpec, PortForward, VMProcess
+from volantd.hypervisors.base import NetworkMode
+from volantd.kernels import KernelStore
+from volantd.store import ConflictError, Database, NotFoundError, VMRecord
+from volantd.vms import states
+from volantd.vms.console import ConsoleEvents
+from volantd.vms.naming import check_name
+from volantd.vms.ports import candidate_ports
+
+log = logging.getLogger("volantd.vms")
+T = TypeVar("T")
+
+AGENT_GUEST_PORT = 8080
+DEFAULT_READY_TIMEOUT_S = 120.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+WATCH_INTERVAL_S = 0.2
+Wait = Literal["none", "agent", "healthy"]
+
+
+class VMError(VolantError):
+    """A VM operation failed; the VM's record says what state it was left in."""
+
+
+class ReadyTimeoutError(VMError):
+    """The guest did not become ready in time; the VM was stopped and marked crashed."""
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What ``POST /api/v1/vms`` asks for (request fields win over ``config``'s)."""
+
+    name: str
+    plugin: str | None = None
+    cpu_cores: int | None = None
+    memory_mb: int | None = None
+    kernel_cmdline: str | None = None
+    config: dict[str, Any] | None = None
+    deployment: str | None = None
+
+
+@dataclass
+class Running:
+    """What volantd holds for a VM whose VMM runs."""
+
+    process: VMProcess
+    console: ConsoleEvents
+    agent_expected: bool
+    started: float  # time.monotonic() when the start was asked for
+    agent_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    workload_healthy: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    watcher: asyncio.Task[None] | None = None
+
+
+class Orchestrator:
+    """Owns every VM of this volantd."""
+
+    def __init__(
+        self,
+        db: Database,
+        kernels: KernelStore,
+        driver: HypervisorDriver,
+        bus: EventBus,
+        run_root: Path,
+    ) -> None:
+        self.db = db
+        self.kernels = kernels
+        self.driver = driver
+        self.bus = bus
+        self.run_root = run_root
+        self._running: dict[str, Running] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _set_state(
+        self, name: str, status: str, message: str = "", **changes: Any
+    ) -> VMRecord:
+        record = await self._db(self.db.vms.update, name, status=status, **changes)
+        await self.bus.publish("VM_STATE", name, status=status, message=message or status)
+        return record
+
+    def get(self, name: str) -> VMRecord:
+        return self.db.vms.get(name)
+
+    def running(self, name: str) -> Running | None:
+        return self._running.get(name)
+
+    # -- create -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        request: CreateRequest,
+        *,
+        start: bool = True,
+        wait: Wait = "agent",
+        timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        background: bool = False,
+    ) -> VMRecord:
+        """Record the VM (``pending``), then boot it unless ``start`` is false.
+
+        With ``background`` the boot continues after this returns (the API's 202).
+        """
+        name = check_name(request.name)
+        config = await self._db(self._resolve_config, request)
+        record = VMRecord(
+            name=name,
+            plugin=config.plugin,
+            runtime=config.runtime or config.manifest.runtime,
+            status=states.PENDING,
+            cpu_cores=config.resources.cpu_cores,
+            memory_mb=config.resources.memory_mb,
+            kernel_cmdline=config.kernel_cmdline or None,
+            mac_address=mac_for(name),
+            network_mode=_network_mode(config).value,
+            hypervisor=self.driver.name,
+            run_dir=self.run_root / name,
+            deployment=request.deployment,
+        )
+        created = await self._db(self.db.vms.create, record, config.model_dump(mode="json"))
+        await self.bus.publish("VM_CREATED", name, status=states.PENDING, message="VM created")
+        if not start:
+            return created
+        if background:
+            self._spawn(self.start(name, wait="none"))
+            return created
+        return await self.start(name, wait=wait, timeout_s=timeout_s)
+
+    def _resolve_config(self, request: CreateRequest) -> VMConfig:
+        """The VM's config: the request's ``config`` (or a new one) with the plugin's
+        manifest snapshotted and request fields applied; resources default to the
+        manifest's (upstream ignored them)."""
+        document = dict(request.config or {})
+        plugin_name = request.plugin or document.get("plugin")
+        if not plugin_name:
+            raise VMError("plugin: name the plugin to run (or set config.plugin)")
+        if document.get("plugin") and request.plugin and document["plugin"] != request.plugin:
+            raise VMError(
+                f"plugin {request.plugin!r} and config.plugin {document['plugin']!r} disagree"
+            )
+        plugin = self.db.plugins.get(plugin_name)
+        if not plugin.enabled:
+            raise ConflictError(f"plugin {plugin_name!r} is disabled; enable it to create VMs")
+        document["plugin"] = plugin_name
+        document.setdefault("manifest", plugin.manifest)
+        resources = dict(document.get("resources") or plugin.manifest.get("resources") or {})
+        if request.cpu_cores is not None:
+            resources["cpu_cores"] = request.cpu_cores
+        if request.memory_mb is not None:
+            resources["memory_mb"] = request.memory_mb
+        document["resources"] = resources
+        if request.kernel_cmdline is not None:
+            document["kernel_cmdline"] = request.kernel_cmdline
+        return parse_vm_config(document)
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def start(
+        self, name: str, *, wait: Wait = "agent", timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    ) -> VMRecord:
+        """Boot a pending, stopped or crashed VM; with ``wait``, until the agent is ready or
+        the workload healthy (else the VM is stopped, marked crashed, ReadyTimeoutError)."""
+        async with self._lock(name):
+            record = await self._db(self.db.vms.get, name)
+            if record.status not in states.STARTABLE:
+                raise ConflictError(f"vm {name!r} is {record.status}; stop it first")
+            run = await self._launch(record)
+        if wait == "none":
+            return await self._db(self.db.vms.get, name)
+        wanted = [run.agent_ready] if run.agent_expected else []
+        if wait == "healthy" and run.agent_expected:
+            wanted.append(run.workload_healthy)
+        ready: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(event.wait() for event in wanted))
+        )
+        exited: asyncio.Future[Any] = asyncio.ensure_future(run.exited.wait())
+        done, pending = await asyncio.wait(
+            [ready, exited], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if run.exited.is_set():
+            record = await self._db(self.db.vms.get, name)
+            raise VMError(f"vm {name!r} stopped during boot ({record.status}): {record.last_error}")
+        if not done:
+            what = "its agent to be ready" if wait == "agent" else "its workload to be healthy"
+            message = f"gave up after {timeout_s:g} s waiting for {what}"
+            await self._stop_running(name, run, DEFAULT_STOP_TIMEOUT_S, final=states.CRASHED,
+                                     reason=message)  # fmt: skip
+            raise ReadyTimeoutError(f"vm {name!r}: {message}; it was stopped and marked crashed")
+        return await self._db(self.db.vms.get, name)
+
+    async def _launch(self, record: VMRecord) -> Running:
+        name = record.name
+        started = time.monotonic()
+        await self._set_state(name, states.STARTING, "boot requested", last_error=None, boot=None)
+        try:
+            config = parse_vm_config((await self._db(self.db.vms.config, name)).config)
+            spec, agent_port = await self._prepare(record, config)
+            console = ConsoleEvents.from_end(spec.run_dir / "serial.log")  # the log appends
+            process = await self.driver.start(spec)
+        except BaseException as error:
+            await self._db(self.db.ports.release, name)
+            message = str(error) if isinstance(error, VolantError) else repr(error)
+            await self._set_state(name, states.CRASHED, f"start failed: {message}",
+                                  last_error=message, pid=None, monitor_pid=None)  # fmt: skip
+            raise
+        boot = {"vmm_spawned_ms": _ms_since(started), "steps": {}}
+        agent_expected = config.manifest.workload is not None
+        status = states.STARTING if agent_expected else states.RUNNING
+        await self._set_state(
+            name, status, "VMM started", pid=process.pid, monitor_pid=process.monitor_pid,
+            accel=process.accel.value, agent_port=agent_port, boot=boot,
+        )  # fmt: skip
+        self.driver.detach(process)  # recorded: from now on it outlives this daemon
+        run = Running(process, console, agent_expected, started)
+        self._watch(name, run)
+        return run
+
+    async def _prepare(self, record: VMRecord, config: VMConfig) -> tuple[LaunchSpec, int]:
+        name = record.name
+        manifest = config.manifest
+        try:
+            artifact = await self._db(
+                self.db.artifacts.get, config.plugin, manifest.version, "initramfs"
+            )
+        except NotFoundError:
+            artifact = None
+        if artifact is None or not Path(artifact.cache_path).is_file():
+            raise VMError(
+                f"the initramfs of plugin {config.plugin} {manifest.version} is no longer in "
+                "the cache; install the plugin again"
+            )
+        kernel = await self._db(self.kernels.get, config.kernel)
+        mode = _network_mode(config)
+        agent_port = await self._db(self.db.ports.lease, name, "agent", candidate_ports())
+        forwards = [PortForward(agent_port, AGENT_GUEST_PORT)]
+        for expose in _exposed(config):
+            host = await self._db(self.db.ports.lease, name, f"expose:{expose.name or expose.port}",
+                                  _preferred(expose.host_port))  # fmt: skip
+            forwards.append(PortForward(host, expose.port, expose.protocol))
+        run_dir = record.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        contract = guest_contract(
+            name=name, vm_id=str(record.id), manifest=manifest, kernel=kernel,
+            network=guest_network("isolated" if mode is NetworkMode.ISOLATED else "user",
+                                  record.mac_address),
+            drivers=self.driver.guest_drivers(network=True, disks=len(manifest.disks)),
+        )  # fmt: skip
+        initrd = await asyncio.to_thread(
+            prepare_initrd, run_dir, Path(artifact.cache_path), kernel, contract
+        )
+        (run_dir / "vm.json").write_text(contract.to_json())
+        spec = LaunchSpec(
+            name=name, run_dir=run_dir, kernel=kernel.image, initrd=initrd,
+            cmdline=kernel_cmdline(config.kernel_cmdline),
+            cpus=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
+            network=NetworkSpec(mode=mode, mac=record.mac_address, forwards=tuple(forwards)),
+        )  # fmt: skip
+        return spec, agent_port
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def _watch(self, name: str, run: Running) -> None:
+        self._running[name] = run
+        run.watcher = self._spawn(self._follow(name, run))
+
+    def _spawn(self, job: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    async def _follow(self, name: str, run: Running) -> None:
+        """Console events → readiness, waterfall and events; VMM death → crashed/stopped."""
+        while True:
+            for event in run.console.read():
+                await self._on_guest_event(name, run, event)
+            if not self.driver.alive(run.process):
+                break
+            await asyncio.sleep(WATCH_INTERVAL_S)
+        for event in run.console.read():
+            await self._on_guest_event(name, run, event)
+        if run.stopping:
+            return  # the stop operation records the outcome
+        status = await self.driver.status(run.process)
+        self._running.pop(name, None)
+        await self._db(self.db.ports.release, name)
+        clean = status.state.value == "stopped"
+        final = states.STOPPED if clean else states.CRASHED
+        detail = "the guest powered off" if clean else f"the VMM died: {status.detail}"
+        await self._set_state(name, final, detail, pid=None, monitor_pid=None,
+                              last_error=None if clean else detail)  # fmt: skip
+        run.exited.set()
+
+    async def _on_guest_event(self, name: str, run: Running, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        record = await self._db(self.db.vms.get, name)
+        boot = dict(record.boot or {"steps": {}})
+        steps = dict(boot.get("steps") or {})
+        if kind not in steps:  # first occurrence only: the waterfall is about the boot
+            steps[kind] = {
+                "host_ms": _ms_since(run.started),
+                "guest_uptime_ms": event.get("uptime_ms"),
+            }
+            boot["steps"] = steps
+        changes: dict[str, Any] = {"boot": boot}
+        if kind == "agent_ready" and record.status == states.STARTING:
+            changes["status"] = states.RUNNING
+        await self._db(self.db.vms.update, name, **changes)
+        if "status" in changes:
+            await self.bus.publish("VM_STATE", name, status=states.RUNNING, message="agent ready")
+        await self.bus.publish("VM_GUEST_EVENT", name, message=kind, data=event)
+        if kind == "agent_ready":
+            run.agent_ready.set()
+        elif kind == "workload_healthy":
+            run.workload_healthy.set()
+
+    # -- stop, restart, delete --------------------------------------------------------------
+
+    async def stop(self, name: str, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> VMRecord:
+        """Ask the agent to shut down; after ``timeout_s``, the VMM; then kill."""
+        async with self._lock(name):
+            record = await self._db(self.db.vms.get, name)
+            run = self._running.get(name)
+            if run is None:
+                if record.status in states.ACTIVE:  # lost track (should not happen): tidy up
+                    await self._db(self.db.ports.release, name)
+                    return await self._set_state(name, states.STOPPED, "not running",
+                                                 pid=None, monitor_pid=None)  # fmt: skip
+                return record
+            return await self._stop_running(name, run, timeout_s)
+
+    async def _stop_running(
+        self,
+        name: str,
+        run: Running,
+        timeout_s: float,
+        *,
+        final: str = states.STOPPED,
+        reason: str | None = None,
+    ) -> VMRecord:
+        run.stopping = True
+        await self._set_state(name, states.STOPPING, reason or "stop requested")
+        record = await self._db(self.db.vms.get, name)
+        how = "the VMM"
+        if record.agent_port and run.agent_ready.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                async with httpx.AsyncClient(timeout=5) as client:
+                    await client.post(f"http://127.0.0.1:{record.agent_port}/v1/shutdown")
+                how = "the agent"
+            deadline = time.monotonic() + timeout_s
+            while self.driver.alive(run.process) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        status = await self.driver.stop(run.process, timeout=min(timeout_s, 10.0))
+        if run.watcher is not None:
+            run.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.watcher
+        self._running.pop(name, None)
+        await self._db(self.db.ports.release, name)
+        detail = reason or f"stopped through {how} ({status.detail or status.state.value})"
+        updated = await self._set_state(name, final, detail, pid=None, monitor_pid=None,
+                                        last_error=reason)  # fmt: skip
+        run.exited.set()
+        return updated
+
+    async def restart(self, name: str, *, wait: Wait = "agent",
+                      timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> VMRecord:  # fmt: skip
+        await self.stop(name)
+        return await self.start(name, wait=wait, timeout_s=timeout_s)
+
+    async def delete(self, name: str) -> None:
+        """Stop the VM if it runs, remove its run directory and its record."""
+        await self.stop(name)
+        async with self._lock(name):
+            record = await self._db(self.db.vms.get, name)
+            await self._db(self.db.vms.delete, name)
+            await asyncio.to_thread(shutil.rmtree, record.run_dir, True)
+        self._locks.pop(name, None)
+        await self.bus.publish("VM_DELETED", name, message="VM deleted")
+
+    # -- daemon start and exit --------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Adopt VMs whose VMM survived a daemon restart; the rest are marked crashed."""
+        records, _ = await self._db(self.db.vms.list)
+        for record in records:
+            if record.status not in states.ACTIVE and record.status != states.PENDING:
+                continue
+            if record.status == states.PENDING:
+                continue
+            process = await self.driver.attach(record.name, record.run_dir)
+            if process is None:
+                await self._db(self.db.ports.release, record.name)
+                await self._set_state(
+                    record.name, states.CRASHED, "the VMM was gone when volantd started",
+                    pid=None, monitor_pid=None, last_error="VMM gone while volantd was down",
+                )  # fmt: skip
+                continue
+            config = parse_vm_config((await self._db(self.db.vms.config, record.name)).config)
+            run = Running(
+                process,
+                ConsoleEvents.from_end(record.run_dir / "serial.log"),
+                config.manifest.workload is not None,
+                time.monotonic(),
+            )
+            steps = (record.boot or {}).get("steps") or {}
+            if "agent_ready" in steps or record.status == states.RUNNING:
+                run.agent_ready.set()
+            if "workload_healthy" in steps:
+                run.workload_healthy.set()
+            self._watch(record.name, run)
+            log.info("adopted vm %s (QEMU pid %s)", record.name, process.pid)
+            await self.bus.publish("VM_ADOPTED", record.name, status=record.status,
+                                   message="adopted after a volantd restart")  # fmt: skip
+        await self._db(self._release_orphaned_leases)
+
+    def _release_orphaned_leases(self) -> None:
+        active = {name for name in self._running}
+        for lease in self.db.ports.all():
+            if lease.vm_name not in active:
+                self.db.ports.release(lease.vm_name)
+
+    async def close(self, stop_vms: bool = False) -> None:
+        """Daemon exit: stop watching (VMs keep running unless ``stop_vms``)."""
+        if stop_vms:
+            for name in list(self._running):
+                with contextlib.suppress(Exception):
+                    await self.stop(name, timeout_s=10)
+        for run in list(self._running.values()):
+            if run.watcher is not None:
+                run.watcher.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._running.clear()
+
+
+def _network_mode(config: VMConfig) -> NetworkMode:
+    mode = (config.network.mode if config.network else None) or (
+        config.manifest.network.mode if config.manifest.network else None
+    )
+    if mode in (None, "user"):
+        return NetworkMode.USER
+    if mode in ("isolated", "vsock"):
+        return NetworkMode.ISOLATED
+    raise VMError(f"network.mode {mode!r} needs the bridged networking driver, not built yet")
+
+
+def _exposed(config: VMConfig) -> list[Any]:
+    if config.expose is not None:
+        return list(config.expose)
+    manifest: PluginManifest = config.manifest
+    return list(manifest.network.expose) if manifest.network else []
+
+
+def _preferred(port: int | None) -> Any:
+    return [port] if port else candidate_ports()
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background VM task failed: %r", task.exception())
+
+
+__all__ = ["CreateRequest", "NotFoundError", "Orchestrator", "ReadyTimeoutError", "VMError"]

@@ -1,0 +1,29 @@
+"""Loopback ports for a VM's forwards (agent and ``expose`` entries), never handed out twice.
+
+The store's lease table is the authority between VMs; a port is also offered only if it can
+be bound on 127.0.0.1 right now, so one another program holds is skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+
+PORT_RANGE = range(30000, 40000)
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def candidate_ports(port_range: range = PORT_RANGE) -> Iterator[int]:
+    """Ports of ``port_range`` in random order that can be bound at the moment."""
+    ports = list(port_range)
+    random.shuffle(ports)
+    return (port for port in ports if bindable(port))
