@@ -1,0 +1,143 @@
+"""The example plugin through a real volantd: boot, serve, stop, restart, crash, adoption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from support.guest import wait_for
+from support.plugins import REPO, build_plugin
+from support.volantd import Volantd, running_volantd
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("volantd") / "home"
+
+
+@pytest.fixture(scope="module")
+def daemon_env(reference_kernel) -> dict[str, str]:
+    env = {"VOLANT_KERNELS_DIR": str(reference_kernel.directory.parent)}
+    if os.environ.get("VOLANT_ACCEL"):
+        env["VOLANT_ACCEL"] = os.environ["VOLANT_ACCEL"]
+    return env
+
+
+@pytest.fixture(scope="module")
+def volantd(home: Path, daemon_env: dict[str, str], tmp_path_factory) -> Iterator[Volantd]:
+    plugin = build_plugin(
+        REPO / "examples/busybox-httpd/fledge.toml", tmp_path_factory.mktemp("out")
+    )
+    manifest_file = next(plugin.artifact.parent.glob("*.json"))
+    with running_volantd(home, env=daemon_env) as daemon:
+        with daemon.client() as client:
+            installed = client.post("/api/v1/plugins", json={"source": str(manifest_file)})
+            assert installed.status_code == 201, installed.text
+        yield daemon
+
+
+def port_of(vm: dict, purpose: str) -> int:
+    return next(lease["host_port"] for lease in vm["ports"] if lease["purpose"] == purpose)
+
+
+def qemu_alive(pid: int | None) -> bool:
+    return pid is not None and psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+
+
+def test_create_boots_and_the_workload_serves(volantd: Volantd) -> None:
+    with volantd.client(timeout=180) as client:
+        created = client.post(
+            "/api/v1/vms?wait=healthy", json={"name": "web-1", "plugin": "busybox-httpd"}
+        )
+        assert created.status_code == 201, created.text
+        vm = created.json()
+        assert vm["status"] == "running" and qemu_alive(vm["pid"])
+        assert httpx.get(f"{vm['agent_url']}/healthz", timeout=10).json() == {"status": "ok"}
+        page = httpx.get(f"http://127.0.0.1:{port_of(vm, 'expose:http')}/", timeout=10)
+        assert "Hello from a Volant microVM" in page.text
+        steps = vm["boot"]["steps"]
+        assert {"workload_started", "workload_healthy", "agent_ready"} <= set(steps)
+        assert 0 < vm["boot"]["vmm_spawned_ms"] <= steps["agent_ready"]["host_ms"]
+        assert steps["agent_ready"]["guest_uptime_ms"] > 0
+        again = client.post("/api/v1/vms/web-1/start")
+        assert again.status_code == 409 and "is running" in again.json()["error"]
+
+
+def test_stop_through_the_agent_then_start_and_restart(volantd: Volantd) -> None:
+    with volantd.client(timeout=180) as client:
+        before = client.get("/api/v1/vms/web-1").json()
+        stopped = client.post("/api/v1/vms/web-1/stop").json()
+        assert stopped["status"] == "stopped" and stopped["pid"] is None
+        assert stopped["ports"] == [] and not qemu_alive(before["pid"])
+        started = client.post("/api/v1/vms/web-1/start").json()
+        assert started["status"] == "running" and qemu_alive(started["pid"])
+        restarted = client.post("/api/v1/vms/web-1/restart").json()
+        assert restarted["status"] == "running" and restarted["pid"] != started["pid"]
+        assert not qemu_alive(started["pid"])
+
+
+def test_a_vm_outlives_a_killed_volantd_and_is_adopted(
+    volantd: Volantd, home: Path, daemon_env: dict[str, str]
+) -> None:
+    with volantd.client() as client:
+        vm = client.get("/api/v1/vms/web-1").json()
+    volantd.stop(signal.SIGKILL)
+    assert qemu_alive(vm["pid"])
+    with running_volantd(home, env=daemon_env) as second, second.client() as client:
+        adopted = client.get("/api/v1/vms/web-1").json()
+        assert (adopted["status"], adopted["pid"]) == ("running", vm["pid"])
+        assert adopted["ports"] == vm["ports"]
+        assert httpx.get(f"{adopted['agent_url']}/healthz", timeout=10).status_code == 200
+
+        os.kill(vm["pid"], signal.SIGKILL)  # QEMU dies under a running VM
+        crashed = wait_for(
+            lambda: (r := client.get("/api/v1/vms/web-1").json())["status"] == "crashed" and r,
+            15, "the crash to be noticed",
+        )  # fmt: skip
+        assert crashed["ports"] == [] and "VMM died" in crashed["last_error"]
+        types = [
+            json.loads(line[5:])["message"]
+            for line in _sse_lines(client, "web-1")
+            if line.startswith("data:")
+        ]
+        assert "adopted after a volantd restart" in types
+
+        timed_out = client.post(
+            "/api/v1/vms?timeout=15",
+            json={"name": "never-ready", "plugin": "busybox-httpd",
+                  "kernel_cmdline": "rdinit=/bin/sleep -- 1000"},
+            timeout=120,
+        )  # fmt: skip
+        assert timed_out.status_code == 504, timed_out.text
+        assert "waiting for its agent" in timed_out.json()["error"]
+        stuck = client.get("/api/v1/vms/never-ready").json()
+        assert stuck["status"] == "crashed" and stuck["ports"] == [] and stuck["pid"] is None
+
+        leftover = client.get("/api/v1/vms/web-1").json()
+        assert client.delete("/api/v1/vms/web-1").status_code == 204
+        assert client.delete("/api/v1/vms/never-ready").status_code == 204
+        assert not Path(leftover["serial_log"]).parent.exists()
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(home) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def _sse_lines(client: httpx.Client, vm: str) -> list[str]:
+    lines = []
+    with client.stream("GET", "/api/v1/events/vms", params={"since": 0, "vm": vm}) as stream:
+        for line in stream.iter_lines():
+            lines.append(line)
+            if "VM_STATE" in line and "crashed" in line:
+                break
+    return lines
