@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import websockets.sync.client
 
 from support.guest import wait_for
 from support.plugins import REPO, build_plugin
@@ -72,12 +73,42 @@ def test_create_boots_and_the_workload_serves(volantd: Volantd) -> None:
         assert again.status_code == 409 and "is running" in again.json()["error"]
 
 
+def test_the_guest_is_reachable_through_volantd(volantd: Volantd) -> None:
+    base = "/api/v1/vms/web-1"
+    with volantd.client(timeout=60) as client:
+        info = client.get(f"{base}/agent/v1/info").json()
+        assert info["vm"]["name"] == "web-1" and info["workload"]["state"] == "healthy"
+        assert "Hello from a Volant microVM" in client.get(f"{base}/proxy/").text
+        ran = client.post(f"{base}/exec", json={"cmd": ["hostname"]}).json()
+        assert ran["exit_code"] == 0 and ran["stdout"].strip() == "web-1"
+        put = client.put(f"{base}/files", params={"path": "/tmp/note"}, content=b"through volantd")
+        assert put.status_code in (200, 201, 204), put.text
+        assert (
+            client.get(f"{base}/files", params={"path": "/tmp/note"}).content == b"through volantd"
+        )
+        logs = client.get(f"{base}/logs", params={"tail": "all"})
+        lines = [entry["line"] for entry in logs.json()["lines"]]
+        assert any("response:200" in line for line in lines), lines  # httpd's request log
+        assert "volant-event" in client.get(f"{base}/serial").text
+        unknown = client.post(f"{base}/actions/busybox-httpd/nothing", json={})
+        assert unknown.status_code == 404 and "no action 'nothing'" in unknown.json()["error"]
+
+    url = volantd.url.replace("http://", "ws://") + "/ws/v1/vms/web-1/console"
+    with websockets.sync.client.connect(url) as console:
+        console.send(b"echo console-$((6*7))\n")
+        seen = b""
+        while b"console-42" not in seen:
+            seen += console.recv(timeout=30)
+
+
 def test_stop_through_the_agent_then_start_and_restart(volantd: Volantd) -> None:
     with volantd.client(timeout=180) as client:
         before = client.get("/api/v1/vms/web-1").json()
         stopped = client.post("/api/v1/vms/web-1/stop").json()
         assert stopped["status"] == "stopped" and stopped["pid"] is None
         assert stopped["ports"] == [] and not qemu_alive(before["pid"])
+        refused = client.get("/api/v1/vms/web-1/agent/healthz")
+        assert refused.status_code == 409 and "is stopped" in refused.json()["error"]
         started = client.post("/api/v1/vms/web-1/start").json()
         assert started["status"] == "running" and qemu_alive(started["pid"])
         restarted = client.post("/api/v1/vms/web-1/restart").json()

@@ -110,3 +110,8 @@ def test_prepare_refuses_a_run_dir_too_deep_for_unix_sockets(tmp_path: Path):
     with pytest.raises(VMMError, match="too deep for unix sockets"):
         driver.prepare(spec(run_dir=deep, kernel=kernel, initrd=None))
     assert not deep.exists()
+
+
+def test_tcg_clock_parameter_stays_before_the_init_arguments() -> None:
+    args = build_qemu_args(spec(cmdline="quiet rdinit=/bin/sleep -- 1000"), Accel.TCG, tsc_khz=7)
+    assert option(args, "-append") == ["quiet rdinit=/bin/sleep tsc_early_khz=7 -- 1000"]

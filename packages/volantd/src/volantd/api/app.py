@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from volantd import __version__
-from volantd.api import events, plugins, system, vms
+from volantd.api import events, guest, plugins, system, vms
 from volantd.api.errors import install_error_handlers
 from volantd.api.middleware import ApiKeyCheck, RequestContext
 from volantd.services import Services
@@ -22,10 +23,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = services or Services.open(settings)
         app.state.services = opened
+        app.state.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         await opened.start()
         try:
             yield
         finally:
+            await app.state.http.aclose()
             if services is None:
                 await opened.close()
             if settings.unix_socket is not None:  # uvicorn leaves its socket file behind
@@ -45,6 +48,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(plugins.router)
     app.include_router(vms.router)
     app.include_router(events.router)
+    app.include_router(guest.router)
     if settings.api_key:
         app.add_middleware(ApiKeyCheck, api_key=settings.api_key)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id

@@ -79,7 +79,9 @@ def guest_cmdline(spec: LaunchSpec, accel: Accel, tsc_khz: int | None) -> str:
     """
     cmdline = spec.cmdline
     if accel is Accel.TCG and tsc_khz and "tsc_early_khz=" not in cmdline:
-        cmdline = f"{cmdline} tsc_early_khz={tsc_khz}"
+        # before a " -- ": what follows it are the init's arguments, not the kernel's
+        kernel, separator, init_args = cmdline.partition(" -- ")
+        cmdline = f"{kernel} tsc_early_khz={tsc_khz}{separator}{init_args}"
     return cmdline
 
 
