@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from pluginspec import apply_patch, parse_vm_config, parse_vm_config_patch
 from volantd.api.errors import APIError
-from volantd.store import VMRecord
+from volantd.store import PortLease, VMRecord
 from volantd.vms import states
 from volantd.vms.orchestrator import (
     DEFAULT_READY_TIMEOUT_S,
@@ -47,10 +47,12 @@ def orchestrator(request: Request) -> Orchestrator:
     return vms
 
 
-def vm_view(request: Request, record: VMRecord) -> dict[str, Any]:
+def vm_view(
+    request: Request, record: VMRecord, leases: list[PortLease] | None = None
+) -> dict[str, Any]:
     """The VM object: upstream's fields plus what upstream lacked (ports, boot, errors)."""
-    db = request.app.state.services.db
-    leases = db.ports.leases(record.name)
+    if leases is None:
+        leases = request.app.state.services.db.ports.leases(record.name)
     return {
         "id": record.id,
         "name": record.name,
@@ -100,7 +102,10 @@ def list_vms(
         limit=limit, offset=offset,
     )  # fmt: skip
     response.headers["X-Total-Count"] = str(total)
-    return [vm_view(request, record) for record in records]
+    leases: dict[str, list[PortLease]] = {}
+    for lease in request.app.state.services.db.ports.all():  # one query, not one per VM
+        leases.setdefault(lease.vm_name, []).append(lease)
+    return [vm_view(request, record, leases.get(record.name, [])) for record in records]
 
 
 @router.post("", status_code=201)
