@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -172,3 +173,44 @@ def _sse_lines(client: httpx.Client, vm: str) -> list[str]:
             if "VM_STATE" in line and "crashed" in line:
                 break
     return lines
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.5])
+def test_volantd_killed_during_a_create_leaves_no_orphan(
+    volantd: Volantd, home: Path, daemon_env: dict[str, str], delay: float
+) -> None:
+    """Wherever the kill lands (building boot media, spawning QEMU, booting), the restarted
+    volantd either adopts the VM or marks it crashed: never a QEMU it does not know, never a
+    port lease without a running VM."""
+    import threading
+    import time
+
+    volantd.stop(signal.SIGKILL)  # the module's daemon may be gone already; start our own
+    name = f"killed-{int(delay * 10)}"
+    with running_volantd(home, env=daemon_env) as first:
+
+        def create() -> None:
+            with contextlib.suppress(httpx.HTTPError), first.client(timeout=60) as client:
+                client.post("/api/v1/vms", json={"name": name, "plugin": "busybox-httpd"})
+
+        thread = threading.Thread(target=create)
+        thread.start()
+        time.sleep(delay)
+        first.stop(signal.SIGKILL)
+        thread.join()
+    time.sleep(1)  # a bound QEMU notices its owner's death through the lifeline pipe
+    with running_volantd(home, env=daemon_env) as second, second.client() as client:
+        vms = {vm["name"]: vm for vm in client.get("/api/v1/vms").json()}
+        qemus = [
+            p for p in psutil.process_iter(["cmdline"])
+            if "qemu-system" in " ".join(p.info["cmdline"] or [])
+            and str(home) in " ".join(p.info["cmdline"] or [])
+            and p.info["cmdline"][0].endswith("qemu-system-x86_64")
+        ]  # fmt: skip
+        running = {vm["pid"] for vm in vms.values() if vm["status"] in ("starting", "running")}
+        assert {p.pid for p in qemus} == running
+        for vm in vms.values():
+            if vm["status"] not in ("starting", "running"):
+                assert vm["ports"] == [] and vm["pid"] is None, vm
+        if name in vms:
+            assert client.delete(f"/api/v1/vms/{name}").status_code == 204
