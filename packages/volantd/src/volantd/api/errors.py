@@ -99,6 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        rid = request_id.get()
+        # runs outside the request-id middleware, which left the id in the scope
+        rid = request.scope.get("state", {}).get("request_id") or request_id.get()
         log.exception("internal error in %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error; look for request id {rid} in volantd's log")
+        message = f"internal error; look for request id {rid} in volantd's log"
+        return JSONResponse({"error": message, "request_id": rid}, status_code=500)

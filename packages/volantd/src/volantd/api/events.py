@@ -35,12 +35,14 @@ def event_view(record: EventRecord) -> dict[str, Any]:
 async def vm_events(
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
-    since: Annotated[int | None, Query(ge=0, description="replay events after this id")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=2**62, description="replay events after this id")
+    ] = None,
     vm: Annotated[str | None, Query(description="only this VM's events")] = None,
 ) -> EventSourceResponse:
     """Stream VM events as they happen (after ``since`` / ``Last-Event-ID``, replayed)."""
     after = since
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
         after = int(last_event_id)
     bus = request.app.state.services.bus
 

@@ -27,6 +27,7 @@ WaitParam = Annotated[
     Query(description="return once the agent is ready (default), the workload healthy, or at once"),
 ]
 TimeoutParam = Annotated[float, Query(gt=0, le=3600, description="seconds to wait")]
+MAX_PAGE_INDEX = 2**31 - 1
 SORT_KEYS = ("name", "status", "runtime", "created_at", "updated_at")
 
 
@@ -89,8 +90,8 @@ def list_vms(
     runtime: str | None = None,
     plugin: str | None = None,
     q: str | None = None,
-    limit: Annotated[int | None, Query(ge=0)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=0, le=MAX_PAGE_INDEX)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_INDEX)] = 0,
     sort: str = "created_at",
     order: Literal["asc", "desc"] = "asc",
 ) -> list[dict[str, Any]]:
@@ -205,7 +206,7 @@ def get_config(request: Request, name: str) -> dict[str, Any]:
 
 @router.get("/{name}/config/history")
 def config_history(
-    request: Request, name: str, limit: Annotated[int, Query(ge=0)] = 0
+    request: Request, name: str, limit: Annotated[int, Query(ge=0, le=MAX_PAGE_INDEX)] = 0
 ) -> list[dict[str, Any]]:
     """Every config version, newest first (``limit`` 0: all)."""
     versions = request.app.state.services.db.vms.config_history(name, limit or None)
