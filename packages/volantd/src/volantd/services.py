@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from volantd.artifacts import ArtifactCache
+from volantd.deployments import DeploymentController
 from volantd.events import EventBus
 from volantd.hypervisors import QemuDriver
 from volantd.kernels import KernelStore
@@ -23,6 +24,7 @@ class Services:
     plugins: PluginRegistry
     bus: EventBus
     vms: Orchestrator
+    deployments: DeploymentController
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -34,13 +36,17 @@ class Services:
         kernels = KernelStore(settings.kernels, cache_dir(settings.home))
         driver = QemuDriver(cache_dir=cache_dir(settings.home))
         vms = Orchestrator(db, kernels, driver, bus, run_dir(settings.home))
-        return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms)
+        deployments = DeploymentController(db, vms, bus)
+        return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms, deployments)
 
     async def start(self) -> None:
-        """Adopt the VMs a previous volantd left running."""
+        """Adopt the VMs a previous volantd left running, then keep deployments at their
+        replica counts."""
         await self.vms.recover()
+        self.deployments.start()
 
     async def close(self) -> None:
+        await self.deployments.close()
         await self.vms.close(stop_vms=self.settings.stop_vms_on_exit)
         self.bus.close()
         self.db.close()

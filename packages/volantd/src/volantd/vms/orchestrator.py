@@ -143,7 +143,7 @@ class Orchestrator:
         With ``background`` the boot continues after this returns (the API's 202).
         """
         name = check_name(request.name)
-        config = await self._db(self._resolve_config, request)
+        config = await self._db(self.resolve_config, request)
         record = VMRecord(
             name=name,
             plugin=config.plugin,
@@ -167,7 +167,7 @@ class Orchestrator:
             return created
         return await self.start(name, wait=wait, timeout_s=timeout_s)
 
-    def _resolve_config(self, request: CreateRequest) -> VMConfig:
+    def resolve_config(self, request: CreateRequest) -> VMConfig:
         """The VM's config: the request's ``config`` (or a new one) with the plugin's
         manifest snapshotted and request fields applied; resources default to the
         manifest's (upstream ignored them)."""
@@ -184,7 +184,10 @@ class Orchestrator:
             raise ConflictError(f"plugin {plugin_name!r} is disabled; enable it to create VMs")
         document["plugin"] = plugin_name
         document.setdefault("manifest", plugin.manifest)
-        resources = dict(document.get("resources") or plugin.manifest.get("resources") or {})
+        resources = {
+            **(plugin.manifest.get("resources") or {}),
+            **(document.get("resources") or {}),
+        }
         if request.cpu_cores is not None:
             resources["cpu_cores"] = request.cpu_cores
         if request.memory_mb is not None:
@@ -215,11 +218,13 @@ class Orchestrator:
             asyncio.gather(*(event.wait() for event in wanted))
         )
         exited: asyncio.Future[Any] = asyncio.ensure_future(run.exited.wait())
-        done, pending = await asyncio.wait(
-            [ready, exited], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
+        try:
+            done, _ = await asyncio.wait(
+                [ready, exited], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+            exited.cancel()
         if run.exited.is_set():
             record = await self._db(self.db.vms.get, name)
             raise VMError(f"vm {name!r} stopped during boot ({record.status}): {record.last_error}")
@@ -363,15 +368,18 @@ class Orchestrator:
     async def stop(self, name: str, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> VMRecord:
         """Ask the agent to shut down; after ``timeout_s``, the VMM; then kill."""
         async with self._lock(name):
-            record = await self._db(self.db.vms.get, name)
-            run = self._running.get(name)
-            if run is None:
-                if record.status in states.ACTIVE:  # lost track (should not happen): tidy up
-                    await self._db(self.db.ports.release, name)
-                    return await self._set_state(name, states.STOPPED, "not running",
-                                                 pid=None, monitor_pid=None)  # fmt: skip
-                return record
-            return await self._stop_running(name, run, timeout_s)
+            return await self._stop_locked(name, timeout_s)
+
+    async def _stop_locked(self, name: str, timeout_s: float) -> VMRecord:
+        record = await self._db(self.db.vms.get, name)
+        run = self._running.get(name)
+        if run is None:
+            if record.status in states.ACTIVE:  # lost track (should not happen): tidy up
+                await self._db(self.db.ports.release, name)
+                return await self._set_state(name, states.STOPPED, "not running",
+                                             pid=None, monitor_pid=None)  # fmt: skip
+            return record
+        return await self._stop_running(name, run, timeout_s)
 
     async def _stop_running(
         self,
@@ -413,13 +421,12 @@ class Orchestrator:
         return await self.start(name, wait=wait, timeout_s=timeout_s)
 
     async def delete(self, name: str) -> None:
-        """Stop the VM if it runs, remove its run directory and its record."""
-        await self.stop(name)
+        """Stop the VM if it runs, remove its run directory and its record (one lock hold,
+        so no start can slip in between)."""
         async with self._lock(name):
-            record = await self._db(self.db.vms.get, name)
+            record = await self._stop_locked(name, DEFAULT_STOP_TIMEOUT_S)
             await self._db(self.db.vms.delete, name)
             await asyncio.to_thread(shutil.rmtree, record.run_dir, True)
-        self._locks.pop(name, None)
         await self.bus.publish("VM_DELETED", name, message="VM deleted")
 
     # -- daemon start and exit --------------------------------------------------------------
@@ -428,9 +435,7 @@ class Orchestrator:
         """Adopt VMs whose VMM survived a daemon restart; the rest are marked crashed."""
         records, _ = await self._db(self.db.vms.list)
         for record in records:
-            if record.status not in states.ACTIVE and record.status != states.PENDING:
-                continue
-            if record.status == states.PENDING:
+            if record.status not in states.ACTIVE:
                 continue
             process = await self.driver.attach(record.name, record.run_dir)
             if process is None:
