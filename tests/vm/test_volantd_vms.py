@@ -214,3 +214,29 @@ def test_volantd_killed_during_a_create_leaves_no_orphan(
                 assert vm["ports"] == [] and vm["pid"] is None, vm
         if name in vms:
             assert client.delete(f"/api/v1/vms/{name}").status_code == 204
+
+
+def test_an_async_create_answers_at_once_and_still_has_a_deadline(
+    volantd: Volantd, home: Path, daemon_env: dict[str, str]
+) -> None:
+    volantd.stop()  # the module's daemon (it installed the plugin) may still run: one per home
+    with running_volantd(home, env=daemon_env) as daemon, daemon.client(timeout=60) as client:
+        accepted = client.post(
+            "/api/v1/vms?async=true", json={"name": "bg-1", "plugin": "busybox-httpd"}
+        )
+        assert accepted.status_code == 202 and accepted.json()["status"] == "pending"
+        wait_for(lambda: client.get("/api/v1/vms/bg-1").json()["status"] == "running", 120,
+                 "the background boot")  # fmt: skip
+        doomed = client.post(
+            "/api/v1/vms?async=true&timeout=10",
+            json={"name": "bg-2", "plugin": "busybox-httpd",
+                  "kernel_cmdline": "rdinit=/bin/sleep -- 1000"},
+        )  # fmt: skip
+        assert doomed.status_code == 202
+        crashed = wait_for(
+            lambda: (r := client.get("/api/v1/vms/bg-2").json())["status"] == "crashed" and r,
+            60, "the background boot to time out",
+        )  # fmt: skip
+        assert "gave up after 10 s" in crashed["last_error"] and crashed["ports"] == []
+        for name in ("bg-1", "bg-2"):
+            assert client.delete(f"/api/v1/vms/{name}").status_code == 204

@@ -162,8 +162,8 @@ class Orchestrator:
         await self.bus.publish("VM_CREATED", name, status=states.PENDING, message="VM created")
         if not start:
             return created
-        if background:
-            self._spawn(self.start(name, wait="none"))
+        if background:  # the boot still gets its deadline: a guest never ready is crashed
+            self._spawn(self._start_quietly(name, wait, timeout_s))
             return created
         return await self.start(name, wait=wait, timeout_s=timeout_s)
 
@@ -235,6 +235,13 @@ class Orchestrator:
                                      reason=message)  # fmt: skip
             raise ReadyTimeoutError(f"vm {name!r}: {message}; it was stopped and marked crashed")
         return await self._db(self.db.vms.get, name)
+
+    async def _start_quietly(self, name: str, wait: Wait, timeout_s: float) -> None:
+        """A background start: its outcome is in the VM's record and events, not raised."""
+        try:
+            await self.start(name, wait="agent" if wait == "none" else wait, timeout_s=timeout_s)
+        except VolantError as error:
+            log.warning("background start of vm %s: %s", name, error)
 
     async def _launch(self, record: VMRecord) -> Running:
         name = record.name
