@@ -131,3 +131,39 @@ def test_plugins_survive_a_restart(tmp_path: Path) -> None:
         client.post("/api/v1/plugins", json=manifest("keep", str(image), checksum))
     with running_volantd(home) as daemon, daemon.client() as client:
         assert client.get("/api/v1/plugins").json()["plugins"] == ["keep"]
+
+
+def test_openapi_documents_are_served_without_reading_host_files(
+    volantd: Volantd, tmp_path: Path, file_server
+) -> None:
+    _, checksum = artifact(tmp_path, "doc.cpio", b"with docs")
+    (tmp_path / "openapi.json").write_text('{"openapi": "3.0.3", "paths": {}}')
+    with_file = manifest("documented", "doc.cpio", checksum) | {"openapi": "openapi.json"}
+    (tmp_path / "documented.json").write_text(json.dumps(with_file))
+    base, folder = file_server
+    (folder / "remote.yaml").write_text("openapi: 3.0.3\n")
+    image = str(tmp_path / "doc.cpio")
+    remote = manifest("remote-doc", image, checksum) | {"openapi": f"{base}/remote.yaml"}
+    with volantd.client() as client:
+        assert (
+            client.post(
+                "/api/v1/plugins", json={"source": str(tmp_path / "documented.json")}
+            ).status_code
+            == 201
+        )
+        assert client.post("/api/v1/plugins", json=remote).status_code == 201
+        client.post("/api/v1/vms?start=false", json={"name": "doc-1", "plugin": "documented"})
+        client.post("/api/v1/vms?start=false", json={"name": "doc-2", "plugin": "remote-doc"})
+        (tmp_path / "openapi.json").write_text("changed on the host")  # served from the cache
+        served = client.get("/api/v1/vms/doc-1/openapi")
+        assert served.json() == {"openapi": "3.0.3", "paths": {}}
+        fetched = client.get("/api/v1/vms/doc-2/openapi")
+        assert fetched.text == "openapi: 3.0.3\n"
+        assert fetched.headers["content-type"].startswith("application/yaml")
+
+        # upstream served any host file named by a manifest: /etc/shadow included
+        sneaky = manifest("sneaky", image, checksum) | {"openapi": "/etc/shadow"}
+        refused = client.post("/api/v1/plugins", json=sneaky)
+        assert refused.status_code == 422 and "outside the plugin's folder" in refused.text
+        for name in ("doc-1", "doc-2"):
+            client.delete(f"/api/v1/vms/{name}")

@@ -179,3 +179,18 @@ def test_events_replay_from_an_id_and_follow(volantd: Volantd, plugin: str) -> N
             if line.startswith("data:"):
                 assert json.loads(line[5:])["type"] == "VM_DELETED"
                 break
+
+
+def test_system_status_and_summary_count_vms_and_plugins(volantd: Volantd, plugin: str) -> None:
+    with volantd.client() as client:
+        create(client, "sum-1")
+        vms = client.get("/api/v1/vms").json()
+        status = client.get("/api/v1/system/status").json()
+        assert status["status"] == "ok" and status["vm_count"] == len(vms)
+        assert 0 <= status["mem_percent"] <= 100
+        summary = client.get("/api/v1/system/summary").json()
+        assert summary["total_vms"] == len(vms)
+        assert summary["by_status"]["pending"] == sum(vm["status"] == "pending" for vm in vms)
+        assert summary["by_runtime"]["tiny"] == len(vms)
+        assert {"name": "tiny", "version": "1.0.0", "enabled": True} in summary["plugins"]
+        assert summary["enabled_plugins"] <= summary["total_plugins"]

@@ -16,11 +16,12 @@ from urllib.parse import urljoin
 import httpx
 
 from pluginspec import PluginManifest, SpecError, load_manifest, parse_manifest
-from volantd.artifacts import ArtifactCache, CachedArtifact
+from volantd.artifacts import DEFAULT_MAX_BYTES, ArtifactCache, CachedArtifact
 from volantd.errors import VolantError
 from volantd.store import ArtifactRecord, ConflictError, Database, PluginRecord
 
 MANIFEST_MAX_BYTES = 1024 * 1024
+OPENAPI_MAX_BYTES = 4 * 1024 * 1024
 MANIFEST_TIMEOUT_S = 30.0
 
 
@@ -52,6 +53,9 @@ def manifest_artifacts(manifest: PluginManifest) -> list[Artifact]:
         found.append(Artifact("rootfs", "rootfs", rootfs.url, rootfs.checksum, rootfs.format))
     for disk in manifest.disks:
         found.append(Artifact(f"disk:{disk.name}", "disk", disk.source, disk.checksum, disk.format))
+    if manifest.openapi and not manifest.openapi.startswith(("http://", "https://")):
+        # a file on the installing host: kept now, so serving it never reads host files
+        found.append(Artifact("openapi", "openapi", manifest.openapi, None, None))
     return found
 
 
@@ -64,11 +68,11 @@ class PluginRegistry:
 
     # -- reading a manifest -----------------------------------------------------------------
 
-    async def read_source(self, source: str) -> tuple[PluginManifest, str | None]:
+    async def read_source(self, source: str) -> tuple[PluginManifest, str]:
         """Load a manifest from a URL or a path on this host.
 
-        Returns the manifest and the base relative artifact locations resolve against (the
-        manifest URL; for files, their paths are already made absolute).
+        Returns the manifest and where it came from (its URL, or its file's folder): relative
+        locations resolve against it, and a file it names for ``openapi`` must lie under it.
         """
         if source.startswith(("http://", "https://")):
             text = await _download_manifest(source)
@@ -80,23 +84,25 @@ class PluginRegistry:
                 "host (or send the manifest itself as the request body)"
             )
         manifest = await asyncio.to_thread(load_manifest, path, resolve_paths=True)
-        return manifest, None
+        return manifest, os.path.dirname(os.path.abspath(path))
 
     # -- installing -------------------------------------------------------------------------
 
     async def install(
-        self, manifest: PluginManifest, *, base_url: str | None = None, replace: bool = False
+        self, manifest: PluginManifest, *, origin: str | None = None, replace: bool = False
     ) -> PluginRecord:
         """Fetch and verify every artifact, then record the plugin (``replace``: over an
-        installed one of the same name)."""
+        installed one of the same name). ``origin`` is what :meth:`read_source` returned;
+        None for a manifest sent as a request body."""
         existing = await asyncio.to_thread(self.db.plugins.find, manifest.name)
         if existing is not None and not replace:
             raise ConflictError(
                 f"plugin {manifest.name!r} is already installed (version {existing.version}); "
                 "install with replace=true to replace it"
             )
-        if base_url is not None:
-            manifest = resolve_against_url(manifest, base_url)
+        if origin is not None and "://" in origin:
+            manifest = resolve_against_url(manifest, origin)
+        _check_openapi_file(manifest, origin)
         artifacts = manifest_artifacts(manifest)
         fetched = await asyncio.gather(*(self._fetch(artifact, manifest) for artifact in artifacts))
         record = PluginRecord(
@@ -139,7 +145,8 @@ class PluginRegistry:
                 _field(artifact),
                 source=manifest.name,
             )
-        return await self.cache.fetch(source, artifact.checksum)
+        limit = OPENAPI_MAX_BYTES if artifact.kind == "openapi" else DEFAULT_MAX_BYTES
+        return await self.cache.fetch(source, artifact.checksum, max_bytes=limit)
 
     # -- the rest of the life cycle ---------------------------------------------------------
 
@@ -197,9 +204,29 @@ def resolve_against_url(manifest: PluginManifest, base_url: str) -> PluginManife
     return parse_manifest(data, source=base_url)
 
 
+def _check_openapi_file(manifest: PluginManifest, origin: str | None) -> None:
+    """A local ``openapi`` file is served to API users later, so it must be one the plugin
+    brought along: inside the folder of the manifest file it was installed from."""
+    location = manifest.openapi
+    if not location or ("://" in location and not location.startswith("file://")):
+        return
+    path = os.path.realpath(location.removeprefix("file://"))
+    folder = os.path.realpath(origin) if origin and "://" not in origin else None
+    if folder is None or os.path.commonpath([folder, path]) != folder:
+        raise SpecError.single(
+            f"{location!r} is a file outside the plugin's folder; volantd serves this document "
+            "to API users, so it takes only a URL, or a file next to the manifest when the "
+            "manifest is installed from its file (source)",
+            "openapi",
+            source=manifest.name,
+        )
+
+
 def _field(artifact: Artifact) -> str:
     if artifact.kind == "disk":
         return f"disks[{artifact.name.removeprefix('disk:')}].source"
+    if artifact.kind == "openapi":
+        return "openapi"
     return f"{artifact.kind}.url"
 
 

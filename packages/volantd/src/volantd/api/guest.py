@@ -19,6 +19,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from volantd.api.errors import APIError, Conflict, NotFound
+from volantd.errors import VolantError
+from volantd.registry import OPENAPI_MAX_BYTES
 from volantd.store import VMRecord
 from volantd.vms import states
 
@@ -125,6 +127,56 @@ async def vm_action(request: Request, name: str, plugin: str, action: str) -> Re
     timeout = spec["timeout_ms"] / 1000 if spec.get("timeout_ms") else None
     return await forward(request, record, "/v1" + spec["path"], method=spec["method"],
                          timeout_s=timeout)  # fmt: skip
+
+
+@router.get("/api/v1/vms/{name}/openapi")
+async def workload_openapi(request: Request, name: str) -> Response:
+    """The workload's OpenAPI document: from the running workload (``/openapi`` through
+    kestrel), else from the manifest's ``openapi``: a URL is fetched, a file was kept in the
+    cache when the plugin was installed (volantd never reads host files on request)."""
+    record = _vm(request, name)
+    if record.status == states.RUNNING and record.agent_port:
+        with contextlib.suppress(httpx.HTTPError):
+            live = await _client(request).get(
+                f"http://127.0.0.1:{record.agent_port}/v1/openapi", timeout=10
+            )
+            if live.status_code == 200:
+                return _document(live.content)
+    config = request.app.state.services.db.vms.config(name).config
+    manifest = config["manifest"]
+    reference = manifest.get("openapi")
+    if not reference:
+        raise NotFound(f"plugin {record.plugin!r} publishes no OpenAPI document")
+    if reference.startswith(("http://", "https://")):
+        return _document(await _fetch_document(request, reference))
+    db = request.app.state.services.db
+    try:
+        cached = db.artifacts.get(record.plugin, manifest["version"], "openapi")
+    except VolantError:
+        raise NotFound(f"the OpenAPI document of plugin {record.plugin!r} is not cached") from None
+    return _document(cached.cache_path.read_bytes())
+
+
+async def _fetch_document(request: Request, url: str) -> bytes:
+    try:
+        async with _client(request).stream("GET", url, timeout=10) as response:
+            if response.status_code != 200:
+                raise APIError(f"fetching {url} failed: HTTP {response.status_code}", 502)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > OPENAPI_MAX_BYTES:
+                    raise APIError(f"{url} is larger than {OPENAPI_MAX_BYTES // 2**20} MiB", 502)
+            return bytes(body)
+    except httpx.HTTPError as error:
+        raise APIError(f"fetching {url} failed: {error}", 502) from None
+
+
+def _document(content: bytes) -> Response:
+    """JSON or YAML, told apart by the first non-blank character."""
+    looks_json = content.lstrip()[:1] in (b"{", b"[")
+    media = "application/json" if looks_json else "application/yaml"
+    return Response(content, media_type=media)
 
 
 @router.get("/api/v1/vms/{name}/serial")

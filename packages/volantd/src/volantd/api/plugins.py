@@ -84,14 +84,14 @@ async def install_plugin(
     if len(json.dumps(body)) > INSTALL_BODY_MAX_BYTES:
         raise APIError("the manifest is larger than 1 MiB", 413)
     plugins = registry(request)
-    base_url = None
+    origin = None
     if set(body) == {"source"}:
         if not isinstance(body["source"], str) or not body["source"]:
             raise APIError("source: must be a URL or an absolute path on the volantd host", 422)
-        manifest, base_url = await plugins.read_source(body["source"])
+        manifest, origin = await plugins.read_source(body["source"])
     else:
         manifest = parse_manifest(body)
-    record = await plugins.install(manifest, base_url=base_url, replace=replace)
+    record = await plugins.install(manifest, origin=origin, replace=replace)
     return plugin_view(record, plugins.current_artifacts(record))
 
 

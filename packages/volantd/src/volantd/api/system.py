@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import psutil
 from fastapi import APIRouter, Request
 
 from volantd import __version__
@@ -28,4 +30,32 @@ def system_info(request: Request) -> dict[str, Any]:
         "api_listen_addr": str(settings.unix_socket) if settings.unix_socket else settings.listen,
         "home": str(settings.home),
         "auth": settings.api_key is not None,
+    }
+
+
+@router.get("/api/v1/system/status", tags=["system"])
+def system_status(request: Request) -> dict[str, Any]:
+    """Liveness with the numbers upstream's CLI expected (and upstream never sent)."""
+    _, total = request.app.state.services.db.vms.list(limit=0)
+    return {
+        "status": "ok",
+        "vm_count": total,
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "mem_percent": psutil.virtual_memory().percent,
+    }
+
+
+@router.get("/api/v1/system/summary", tags=["system"])
+def system_summary(request: Request) -> dict[str, Any]:
+    """Counts for a dashboard: VMs by status and runtime, plugins."""
+    db = request.app.state.services.db
+    vms, total = db.vms.list()
+    plugins = db.plugins.list()
+    return {
+        "total_vms": total,
+        "by_status": dict(Counter(vm.status for vm in vms)),
+        "by_runtime": dict(Counter(vm.runtime.lower() for vm in vms)),
+        "total_plugins": len(plugins),
+        "enabled_plugins": sum(plugin.enabled for plugin in plugins),
+        "plugins": [{"name": p.name, "version": p.version, "enabled": p.enabled} for p in plugins],
     }

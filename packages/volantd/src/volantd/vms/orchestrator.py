@@ -211,6 +211,10 @@ class Orchestrator:
             run = await self._launch(record)
         if wait == "none":
             return await self._db(self.db.vms.get, name)
+        return await self._await_ready(name, run, wait, timeout_s)
+
+    async def _await_ready(self, name: str, run: Running, wait: Wait, timeout_s: float) -> VMRecord:
+        """Wait for readiness; past ``timeout_s`` stop the VM and mark it crashed."""
         wanted = [run.agent_ready] if run.agent_expected else []
         if wait == "healthy" and run.agent_expected:
             wanted.append(run.workload_healthy)
@@ -231,8 +235,10 @@ class Orchestrator:
         if not done:
             what = "its agent to be ready" if wait == "agent" else "its workload to be healthy"
             message = f"gave up after {timeout_s:g} s waiting for {what}"
-            await self._stop_running(name, run, DEFAULT_STOP_TIMEOUT_S, final=states.CRASHED,
-                                     reason=message)  # fmt: skip
+            async with self._lock(name):
+                if self._running.get(name) is run:  # not stopped meanwhile by someone else
+                    await self._stop_running(name, run, DEFAULT_STOP_TIMEOUT_S,
+                                             final=states.CRASHED, reason=message)  # fmt: skip
             raise ReadyTimeoutError(f"vm {name!r}: {message}; it was stopped and marked crashed")
         return await self._db(self.db.vms.get, name)
 
@@ -242,6 +248,12 @@ class Orchestrator:
             await self.start(name, wait="agent" if wait == "none" else wait, timeout_s=timeout_s)
         except VolantError as error:
             log.warning("background start of vm %s: %s", name, error)
+
+    async def _ready_quietly(self, name: str, run: Running) -> None:
+        try:
+            await self._await_ready(name, run, "agent", DEFAULT_READY_TIMEOUT_S)
+        except VolantError as error:
+            log.warning("adopted vm %s: %s", name, error)
 
     async def _launch(self, record: VMRecord) -> Running:
         name = record.name
@@ -465,6 +477,8 @@ class Orchestrator:
             if "workload_healthy" in steps:
                 run.workload_healthy.set()
             self._watch(record.name, run)
+            if not run.agent_ready.is_set():  # adopted mid-boot: the boot keeps a deadline
+                self._spawn(self._ready_quietly(record.name, run))
             log.info("adopted vm %s (QEMU pid %s)", record.name, process.pid)
             await self.bus.publish("VM_ADOPTED", record.name, status=record.status,
                                    message="adopted after a volantd restart")  # fmt: skip
