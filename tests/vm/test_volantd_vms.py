@@ -67,7 +67,8 @@ def test_create_boots_and_the_workload_serves(volantd: Volantd) -> None:
         page = httpx.get(f"http://127.0.0.1:{port_of(vm, 'expose:http')}/", timeout=10)
         assert "Hello from a Volant microVM" in page.text
         steps = vm["boot"]["steps"]
-        assert {"workload_started", "workload_healthy", "agent_ready"} <= set(steps)
+        assert {"init_started", "workload_started", "workload_healthy", "agent_ready"} <= set(steps)
+        assert steps["init_started"]["guest_uptime_ms"] < steps["agent_ready"]["guest_uptime_ms"]
         assert 0 < vm["boot"]["vmm_spawned_ms"] <= steps["agent_ready"]["host_ms"]
         assert steps["agent_ready"]["guest_uptime_ms"] > 0
         again = client.post("/api/v1/vms/web-1/start")
@@ -240,3 +241,21 @@ def test_an_async_create_answers_at_once_and_still_has_a_deadline(
         assert "gave up after 10 s" in crashed["last_error"] and crashed["ports"] == []
         for name in ("bg-1", "bg-2"):
             assert client.delete(f"/api/v1/vms/{name}").status_code == 204
+
+
+def test_stop_vms_on_exit_stops_them_and_the_default_leaves_them_running(
+    volantd: Volantd, home: Path, daemon_env: dict[str, str]
+) -> None:
+    volantd.stop()  # one daemon per home
+    with running_volantd(home, env=daemon_env) as daemon, daemon.client(timeout=120) as client:
+        kept = client.post("/api/v1/vms", json={"name": "kept-1", "plugin": "busybox-httpd"})
+        assert kept.status_code == 201, kept.text
+    assert qemu_alive(kept.json()["pid"])  # a plain SIGTERM left it running
+    with running_volantd(home, "--stop-vms-on-exit", env=daemon_env) as daemon:
+        with daemon.client() as client:
+            assert client.get("/api/v1/vms/kept-1").json()["status"] == "running"  # adopted
+        assert daemon.stop() in (0, -signal.SIGTERM)
+    assert not qemu_alive(kept.json()["pid"])
+    with running_volantd(home, env=daemon_env) as daemon, daemon.client() as client:
+        assert client.get("/api/v1/vms/kept-1").json()["status"] == "stopped"
+        assert client.delete("/api/v1/vms/kept-1").status_code == 204

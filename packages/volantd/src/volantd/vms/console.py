@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 EVENT_PREFIX = b"volant-event "
+INIT_STARTED = re.compile(rb"init: started at uptime (\d+)\.(\d{3}) s")
 
 
 class ConsoleEvents:
@@ -26,7 +28,8 @@ class ConsoleEvents:
             return cls(log)
 
     def read(self) -> list[dict[str, Any]]:
-        """The complete event lines written since the last call (bad JSON is skipped)."""
+        """The complete event lines written since the last call (bad JSON is skipped), with
+        the C init's ``started at uptime`` line as an ``init_started`` event."""
         try:
             with self.log.open("rb") as file:
                 file.seek(self.offset)
@@ -40,6 +43,10 @@ class ConsoleEvents:
         for line in lines:
             start = line.find(EVENT_PREFIX)
             if start < 0:
+                init = INIT_STARTED.search(line)  # the C init's first line (docs/fledge.md)
+                if init:
+                    uptime = int(init.group(1)) * 1000 + int(init.group(2))
+                    events.append({"event": "init_started", "uptime_ms": uptime})
                 continue
             try:
                 event = json.loads(line[start + len(EVENT_PREFIX) :].strip())
