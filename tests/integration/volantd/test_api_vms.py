@@ -194,3 +194,31 @@ def test_system_status_and_summary_count_vms_and_plugins(volantd: Volantd, plugi
         assert summary["by_runtime"]["tiny"] == len(vms)
         assert {"name": "tiny", "version": "1.0.0", "enabled": True} in summary["plugins"]
         assert summary["enabled_plugins"] <= summary["total_plugins"]
+
+
+def test_upstreams_command_endpoint(volantd: Volantd, plugin: str) -> None:
+    with volantd.client() as client:
+        create(client, "mcp-1")
+        listed = client.post("/api/v1/mcp", json={"command": "volant.vms.list"}).json()
+        assert listed["error"] is None
+        assert {"name": "mcp-1", "status": "pending"}.items() <= next(
+            vm for vm in listed["result"] if vm["name"] == "mcp-1"
+        ).items()
+        unknown = client.post("/api/v1/mcp", json={"command": "volant.nope"})
+        assert (
+            unknown.status_code == 200 and unknown.json()["error"] == "unknown command: volant.nope"
+        )
+        missing = client.post(
+            "/api/v1/mcp", json={"command": "volant.vms.create", "params": {"name": "x"}}
+        ).json()
+        assert "name and plugin are required" in missing["error"]
+        taken = client.post(
+            "/api/v1/mcp",
+            json={"command": "volant.vms.create", "params": {"name": "mcp-1", "plugin": "tiny"}},
+        ).json()
+        assert 'vm "mcp-1" already exists' in taken["error"]
+        capabilities = client.post(
+            "/api/v1/mcp", json={"command": "volant.system.get_capabilities"}
+        )
+        assert len(capabilities.json()["result"]["commands"]) == 3
+        assert client.post("/api/v1/mcp", json=[1]).status_code == 422
