@@ -113,8 +113,13 @@ def test_stop_through_the_agent_then_start_and_restart(volantd: Volantd) -> None
         assert refused.status_code == 409 and "is stopped" in refused.json()["error"]
         started = client.post("/api/v1/vms/web-1/start").json()
         assert started["status"] == "running" and qemu_alive(started["pid"])
+        patched = client.patch("/api/v1/vms/web-1/config", json={"resources": {"memory_mb": 320}})
+        assert patched.json()["config"]["resources"]["memory_mb"] == 320
+        assert client.get("/api/v1/vms/web-1").json()["memory_mb"] == 256  # on the next start
         restarted = client.post("/api/v1/vms/web-1/restart").json()
         assert restarted["status"] == "running" and restarted["pid"] != started["pid"]
+        assert restarted["memory_mb"] == 320 and restarted["config_version"] == 2
+        assert "320M" in psutil.Process(restarted["pid"]).cmdline()
         assert not qemu_alive(started["pid"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -145,6 +146,7 @@ def test_delete_removes_the_record_and_its_run_directory(volantd: Volantd, plugi
         assert not (volantd.home / "run" / "del-1").exists()
         removal = client.delete("/api/v1/plugins/tiny")
         assert removal.status_code == 409 and "is used by" in removal.json()["error"]
+        assert client.get("/api/v1/plugins/tiny").status_code == 200
 
 
 def test_events_replay_from_an_id_and_follow(volantd: Volantd, plugin: str) -> None:
@@ -222,3 +224,15 @@ def test_upstreams_command_endpoint(volantd: Volantd, plugin: str) -> None:
         )
         assert len(capabilities.json()["result"]["commands"]) == 3
         assert client.post("/api/v1/mcp", json=[1]).status_code == 422
+
+
+def test_forced_plugin_removal_deletes_its_vms_first(volantd: Volantd, tmp_path: Path) -> None:
+    image, checksum = artifact(tmp_path, "doomed.cpio", b"short-lived")
+    with volantd.client() as client:
+        client.post("/api/v1/plugins", json=manifest("doomed", str(image), checksum))
+        for name in ("doomed-1", "doomed-2"):
+            client.post("/api/v1/vms?start=false", json={"name": name, "plugin": "doomed"})
+        assert client.delete("/api/v1/plugins/doomed").status_code == 409
+        assert client.delete("/api/v1/plugins/doomed?force=true").status_code == 204
+        assert client.get("/api/v1/vms/doomed-1").status_code == 404
+        assert client.get("/api/v1/plugins/doomed").status_code == 404

@@ -6,6 +6,7 @@ Paths and shapes follow upstream where clients depend on them (``GET /plugins`` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -129,9 +130,19 @@ def set_plugin_enabled(request: Request, name: str, body: EnabledBody) -> dict[s
 
 
 @router.delete("/{name}", status_code=204)
-def remove_plugin(request: Request, name: str) -> Response:
-    """Remove the plugin (409 while VMs use it) and the cached artifacts only it used."""
-    registry(request).remove(name)
+async def remove_plugin(
+    request: Request,
+    name: str,
+    force: Annotated[bool, Query(description="stop and delete the VMs that use it first")] = False,
+) -> Response:
+    """Remove the plugin (409 while VMs use it, unless ``force``) and the cached artifacts
+    only it used."""
+    plugins = registry(request)
+    if force:
+        plugins.get(name)
+        for vm in await asyncio.to_thread(plugins.db.plugins.in_use_by, name):
+            await request.app.state.services.vms.delete(vm)
+    await asyncio.to_thread(plugins.remove, name)
     return Response(status_code=204)
 
 

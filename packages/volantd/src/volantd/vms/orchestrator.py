@@ -276,6 +276,8 @@ class Orchestrator:
         await self._set_state(
             name, status, "VMM started", pid=process.pid, monitor_pid=process.monitor_pid,
             accel=process.accel.value, agent_port=agent_port, boot=boot,
+            cpu_cores=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
+            kernel_cmdline=config.kernel_cmdline or None,
         )  # fmt: skip
         self.driver.detach(process)  # recorded: from now on it outlives this daemon
         run = Running(process, console, agent_expected, started)
