@@ -15,7 +15,7 @@ lint:
 
 typecheck:
 	$(UV) run --locked mypy --strict packages/pluginspec/src/pluginspec
-	$(UV) run --locked mypy packages/volantd/src/volantd packages/fledge/src/fledge packages/kestrel/src/kestrel
+	$(UV) run --locked mypy packages/volantd/src/volantd packages/fledge/src/fledge packages/kestrel/src/kestrel packages/volar/src/volar
 
 pytest:
 	$(UV) run --locked pytest
