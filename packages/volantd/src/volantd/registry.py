@@ -75,7 +75,7 @@ class PluginRegistry:
         locations resolve against it, and a file it names for ``openapi`` must lie under it.
         """
         if source.startswith(("http://", "https://")):
-            text = await _download_manifest(source)
+            text = await fetch_document(source, "the manifest")
             return parse_manifest(text, source=source), source
         path = source.removeprefix("file://")
         if not os.path.isabs(path):
@@ -230,27 +230,29 @@ def _field(artifact: Artifact) -> str:
     return f"{artifact.kind}.url"
 
 
-async def _download_manifest(url: str) -> bytes:
+async def fetch_document(
+    url: str,
+    what: str,
+    *,
+    max_bytes: int = MANIFEST_MAX_BYTES,
+    timeout_s: float = MANIFEST_TIMEOUT_S,
+) -> bytes:
+    """GET a small document (a manifest, an OpenAPI file) whole, within a size and time limit;
+    ``what`` names it in errors."""
     try:
         async with (
-            httpx.AsyncClient(timeout=MANIFEST_TIMEOUT_S, follow_redirects=True) as client,
+            httpx.AsyncClient(timeout=timeout_s, follow_redirects=True) as client,
             client.stream("GET", url) as response,
         ):
             if response.status_code != 200:
-                raise RegistryError(
-                    f"fetching the manifest {url} failed: HTTP {response.status_code}"
-                )
+                raise RegistryError(f"fetching {what} {url} failed: HTTP {response.status_code}")
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
-                if len(body) > MANIFEST_MAX_BYTES:
-                    raise RegistryError(
-                        f"the manifest at {url} is larger than {MANIFEST_MAX_BYTES // 1024} KiB"
-                    )
+                if len(body) > max_bytes:
+                    raise RegistryError(f"{what} at {url} is larger than {max_bytes // 1024} KiB")
             return bytes(body)
     except httpx.TimeoutException:
-        raise RegistryError(
-            f"fetching the manifest {url} took longer than {MANIFEST_TIMEOUT_S:g} s"
-        ) from None
+        raise RegistryError(f"fetching {what} {url} took longer than {timeout_s:g} s") from None
     except httpx.HTTPError as error:
-        raise RegistryError(f"fetching the manifest {url} failed: {error}") from None
+        raise RegistryError(f"fetching {what} {url} failed: {error}") from None

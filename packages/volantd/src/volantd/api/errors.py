@@ -18,7 +18,11 @@ from starlette.exceptions import HTTPException
 
 from pluginspec import SpecError
 from volantd.api.middleware import request_id
+from volantd.artifacts import ArtifactError
 from volantd.errors import VolantError
+from volantd.store import ConflictError, NotFoundError
+from volantd.vms.naming import InvalidNameError
+from volantd.vms.orchestrator import ReadyTimeoutError
 
 log = logging.getLogger("volantd.api")
 
@@ -60,12 +64,13 @@ def status_of(error: VolantError) -> int:
     """The HTTP status of a volantd error raised below the API."""
     if isinstance(error, APIError):
         return error.status
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if "NotFoundError" in names:
+    if isinstance(error, NotFoundError):
         return 404
-    if "ConflictError" in names:
+    if isinstance(error, ConflictError):
         return 409
-    if names & {"ChecksumMismatchError", "ArtifactError", "InvalidNameError"}:
+    if isinstance(error, ReadyTimeoutError):
+        return 504
+    if isinstance(error, ArtifactError | InvalidNameError):
         return 422
     return 400
 

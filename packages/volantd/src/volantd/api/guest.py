@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 
 from volantd.api.errors import APIError, Conflict, NotFound
 from volantd.errors import VolantError
-from volantd.registry import OPENAPI_MAX_BYTES
+from volantd.registry import OPENAPI_MAX_BYTES, RegistryError, fetch_document
 from volantd.store import VMRecord
 from volantd.vms import states
 
@@ -148,28 +148,19 @@ async def workload_openapi(request: Request, name: str) -> Response:
     if not reference:
         raise NotFound(f"plugin {record.plugin!r} publishes no OpenAPI document")
     if reference.startswith(("http://", "https://")):
-        return _document(await _fetch_document(request, reference))
+        try:
+            fetched = await fetch_document(
+                reference, "the OpenAPI document", max_bytes=OPENAPI_MAX_BYTES, timeout_s=10
+            )
+        except RegistryError as error:
+            raise APIError(str(error), 502) from None
+        return _document(fetched)
     db = request.app.state.services.db
     try:
         cached = db.artifacts.get(record.plugin, manifest["version"], "openapi")
     except VolantError:
         raise NotFound(f"the OpenAPI document of plugin {record.plugin!r} is not cached") from None
     return _document(cached.cache_path.read_bytes())
-
-
-async def _fetch_document(request: Request, url: str) -> bytes:
-    try:
-        async with _client(request).stream("GET", url, timeout=10) as response:
-            if response.status_code != 200:
-                raise APIError(f"fetching {url} failed: HTTP {response.status_code}", 502)
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > OPENAPI_MAX_BYTES:
-                    raise APIError(f"{url} is larger than {OPENAPI_MAX_BYTES // 2**20} MiB", 502)
-            return bytes(body)
-    except httpx.HTTPError as error:
-        raise APIError(f"fetching {url} failed: {error}", 502) from None
 
 
 def _document(content: bytes) -> Response:

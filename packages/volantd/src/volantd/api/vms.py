@@ -17,7 +17,6 @@ from volantd.vms.orchestrator import (
     DEFAULT_STOP_TIMEOUT_S,
     CreateRequest,
     Orchestrator,
-    ReadyTimeoutError,
 )
 
 router = APIRouter(prefix="/api/v1/vms", tags=["vms"])
@@ -133,12 +132,9 @@ async def create_vm(
         name=body.name, plugin=body.plugin, cpu_cores=body.cpu_cores,
         memory_mb=body.memory_mb, kernel_cmdline=body.kernel_cmdline, config=body.config,
     )  # fmt: skip
-    try:
-        record = await vms.create(
-            create, start=start, wait=wait, timeout_s=timeout, background=background
-        )
-    except ReadyTimeoutError as error:
-        raise APIError(str(error), 504) from None
+    record = await vms.create(
+        create, start=start, wait=wait, timeout_s=timeout, background=background
+    )
     view = vm_view(request, record)
     return JSONResponse(view, status_code=202) if background and start else view
 
@@ -155,10 +151,7 @@ async def start_vm(
     timeout: TimeoutParam = DEFAULT_READY_TIMEOUT_S,
 ) -> dict[str, Any]:  # fmt: skip
     """Boot a stopped, crashed or pending VM (409 while it runs)."""
-    try:
-        record = await orchestrator(request).start(name, wait=wait, timeout_s=timeout)
-    except ReadyTimeoutError as error:
-        raise APIError(str(error), 504) from None
+    record = await orchestrator(request).start(name, wait=wait, timeout_s=timeout)
     return vm_view(request, record)
 
 
@@ -176,10 +169,7 @@ async def restart_vm(
     timeout: TimeoutParam = DEFAULT_READY_TIMEOUT_S,
 ) -> dict[str, Any]:  # fmt: skip
     """Stop, then start (a config patch takes effect here)."""
-    try:
-        record = await orchestrator(request).restart(name, wait=wait, timeout_s=timeout)
-    except ReadyTimeoutError as error:
-        raise APIError(str(error), 504) from None
+    record = await orchestrator(request).restart(name, wait=wait, timeout_s=timeout)
     return vm_view(request, record)
 
 

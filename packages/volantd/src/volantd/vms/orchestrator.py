@@ -487,10 +487,8 @@ class Orchestrator:
         await self._db(self._release_orphaned_leases)
 
     def _release_orphaned_leases(self) -> None:
-        active = {name for name in self._running}
-        for lease in self.db.ports.all():
-            if lease.vm_name not in active:
-                self.db.ports.release(lease.vm_name)
+        for vm_name in {lease.vm_name for lease in self.db.ports.all()} - set(self._running):
+            self.db.ports.release(vm_name)
 
     async def close(self, stop_vms: bool = False) -> None:
         """Daemon exit: stop watching (VMs keep running unless ``stop_vms``)."""
