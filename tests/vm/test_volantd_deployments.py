@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -15,33 +14,11 @@ import psutil
 import pytest
 
 from support.guest import wait_for
-from support.plugins import REPO, build_plugin
-from support.volantd import Volantd, running_volantd
+from support.volantd import Volantd
 
 pytestmark = pytest.mark.vm
 
 READY_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("volantd") / "home"
-
-
-@pytest.fixture(scope="module")
-def volantd(home: Path, reference_kernel, tmp_path_factory) -> Iterator[Volantd]:
-    env = {"VOLANT_KERNELS_DIR": str(reference_kernel.directory.parent)}
-    if os.environ.get("VOLANT_ACCEL"):
-        env["VOLANT_ACCEL"] = os.environ["VOLANT_ACCEL"]
-    plugin = build_plugin(
-        REPO / "examples/busybox-httpd/fledge.toml", tmp_path_factory.mktemp("out")
-    )
-    manifest_file = next(plugin.artifact.parent.glob("*.json"))
-    with running_volantd(home, env=env) as daemon:
-        with daemon.client() as client:
-            installed = client.post("/api/v1/plugins", json={"source": str(manifest_file)})
-            assert installed.status_code == 201, installed.text
-        yield daemon
 
 
 def qemu_alive(pid: int | None) -> bool:

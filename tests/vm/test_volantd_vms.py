@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,36 +14,9 @@ import pytest
 import websockets.sync.client
 
 from support.guest import wait_for
-from support.plugins import REPO, build_plugin
 from support.volantd import Volantd, running_volantd
 
 pytestmark = pytest.mark.vm
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("volantd") / "home"
-
-
-@pytest.fixture(scope="module")
-def daemon_env(reference_kernel) -> dict[str, str]:
-    env = {"VOLANT_KERNELS_DIR": str(reference_kernel.directory.parent)}
-    if os.environ.get("VOLANT_ACCEL"):
-        env["VOLANT_ACCEL"] = os.environ["VOLANT_ACCEL"]
-    return env
-
-
-@pytest.fixture(scope="module")
-def volantd(home: Path, daemon_env: dict[str, str], tmp_path_factory) -> Iterator[Volantd]:
-    plugin = build_plugin(
-        REPO / "examples/busybox-httpd/fledge.toml", tmp_path_factory.mktemp("out")
-    )
-    manifest_file = next(plugin.artifact.parent.glob("*.json"))
-    with running_volantd(home, env=daemon_env) as daemon:
-        with daemon.client() as client:
-            installed = client.post("/api/v1/plugins", json={"source": str(manifest_file)})
-            assert installed.status_code == 201, installed.text
-        yield daemon
 
 
 def port_of(vm: dict, purpose: str) -> int:
@@ -101,6 +73,18 @@ def test_the_guest_is_reachable_through_volantd(volantd: Volantd) -> None:
         seen = b""
         while b"console-42" not in seen:
             seen += console.recv(timeout=30)
+        with (  # one session at a time
+            websockets.sync.client.connect(url) as second,
+            pytest.raises(websockets.exceptions.ConnectionClosed) as refused,
+        ):
+            second.recv(timeout=10)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 4409
+        assert "already in use" in refused.value.rcvd.reason
+    with websockets.sync.client.connect(url) as again:  # free once the first one left
+        again.send(b"echo again-$((6*7))\n")
+        seen = b""
+        while b"again-42" not in seen:
+            seen += again.recv(timeout=30)
 
 
 def test_stop_through_the_agent_then_start_and_restart(volantd: Volantd) -> None:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from volantd.cli import app
 from volantd.kernels.cli import human_size
+from volantd.settings import Settings
 
 MakeTree = Callable[..., Path]
 MakeImage = Callable[..., Path]
@@ -21,6 +22,7 @@ RELEASE = "6.9.0-volant-test"
 def volant_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "volant-home"
     monkeypatch.setenv("VOLANT_HOME", str(home))
+    monkeypatch.delenv("VOLANT_KERNELS_DIR", raising=False)
     return home
 
 
@@ -44,6 +46,19 @@ def test_import_then_list_as_json(
     assert kernel["image"] == str(volant_home / "kernels" / RELEASE / "vmlinuz")
     assert len(kernel["modules"]) == 12
     assert kernel["source"]["kind"] == "import"
+
+
+def test_kernels_dir_puts_the_store_where_volantd_serve_looks(
+    volant_home: Path, tmp_path: Path, make_bzimage: MakeImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`VOLANT_KERNELS_DIR` is honoured by `volantd kernels` as by `volantd serve`."""
+    elsewhere = tmp_path / "shared-kernels"
+    monkeypatch.setenv("VOLANT_KERNELS_DIR", str(elsewhere))
+    assert run("import", str(make_bzimage()))[0] == 0
+    (kernel,) = json.loads(run("list", "--json")[1])
+    assert kernel["image"] == str(elsewhere / RELEASE / "vmlinuz")
+    assert not (volant_home / "kernels").exists()
+    assert Settings.from_environment().kernels == elsewhere
 
 
 def test_list_shows_a_table_with_size_module_count_and_default(

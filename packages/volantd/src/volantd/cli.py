@@ -7,10 +7,12 @@ import typer
 
 from volantd import __version__
 from volantd.errors import VolantError
+from volantd.hostcheck import host_app
 from volantd.kernels.cli import kernels_app
 
 app = typer.Typer(no_args_is_help=True, help="The Volant control plane.")
 app.add_typer(kernels_app, name="kernels")
+app.add_typer(host_app, name="host")
 
 
 @app.command()

@@ -15,6 +15,13 @@ def volant_home() -> Path:
 
 
 def kernels_dir(home: Path | None = None) -> Path:
+    """Guest kernels: `VOLANT_KERNELS_DIR`, else `VOLANT_HOME/kernels`.
+
+    As for the cache, the variable applies only to the host's own home (`home` not given), so
+    `volantd kernels …` and `volantd serve` use the same store.
+    """
+    if home is None and (env := os.environ.get("VOLANT_KERNELS_DIR")):
+        return Path(env).expanduser().resolve()
     return (home or volant_home()) / "kernels"
 
 

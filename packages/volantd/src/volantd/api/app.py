@@ -24,6 +24,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         opened = services or Services.open(settings)
         app.state.services = opened
         app.state.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+        app.state.console_sessions = set()  # VM names with an attached console (one each)
         await opened.start()
         try:
             yield

@@ -96,7 +96,7 @@ async def workload_proxy(request: Request, name: str, path: str) -> Response:
 
 @router.post("/api/v1/vms/{name}/exec")
 async def exec_in_vm(request: Request, name: str) -> Response:
-    """Run a command in the guest (kestrel's ``POST /v1/exec``; ``stream`` streams output)."""
+    """Run a command in the guest (kestrel's ``POST /v1/exec``; ``?stream=1`` streams NDJSON)."""
     return await forward(request, _vm(request, name), "/v1/exec")
 
 
@@ -215,16 +215,39 @@ async def _follow(request: Request, log: Path, size: int) -> AsyncIterator[bytes
 
 @router.websocket("/ws/v1/vms/{name}/console")
 async def console(websocket: WebSocket, name: str) -> None:
-    """The serial console, both ways: guest output as binary frames, input from any frame."""
+    """The serial console, both ways: guest output as binary frames, input from any frame.
+
+    One session per VM (the VMM's console socket takes one client): a second is refused with
+    close code 4409 instead of being left connected and silent.
+    """
     db = websocket.app.state.services.db
     record = db.vms.find(name)
     if record is None:
-        await websocket.close(code=4404, reason=f"vm {name!r} not found")
+        await _refuse(websocket, 4404, f"vm {name!r} not found")
         return
     socket_path = record.run_dir / "console.sock"
     if record.status not in states.ACTIVE or not socket_path.exists():
-        await websocket.close(code=4409, reason=f"vm {name!r} is {record.status}")
+        await _refuse(websocket, 4409, f"vm {name!r} is {record.status}")
         return
+    sessions: set[str] = websocket.app.state.console_sessions
+    if name in sessions:
+        await _refuse(websocket, 4409, f"the console of vm {name!r} is already in use")
+        return
+    sessions.add(name)
+    try:
+        await _pipe_console(websocket, socket_path)
+    finally:
+        sessions.discard(name)
+
+
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    """Accept, then close with ``code`` and ``reason``: a close before accepting reaches the
+    client as a bare HTTP 403, without the reason."""
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason)
+
+
+async def _pipe_console(websocket: WebSocket, socket_path: Path) -> None:
     try:
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
     except OSError as error:

@@ -96,6 +96,18 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Acce
         process.wait()
 
 
+def cached_probe(qemu: str, kernel: Path, cache_file: Path) -> AccelChoice | None:
+    """The cached KVM probe verdict for this host boot, `qemu` and `kernel`, if there is one."""
+    try:
+        key = _probe_key(qemu, kernel)
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return AccelChoice(Accel(cached["accel"]), cached["reason"] + " (cached)")
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 def choose_accel(
     qemu: str, kernel: Path, cache_file: Path, requested: str | None = None
 ) -> AccelChoice:
@@ -110,13 +122,10 @@ def choose_accel(
         return AccelChoice(Accel.KVM, f"forced by {ACCEL_ENV}=kvm")
     if not usable:
         return AccelChoice(Accel.TCG, why)
+    cached = cached_probe(qemu, kernel, cache_file)
+    if cached is not None:
+        return cached
     key = _probe_key(qemu, kernel)
-    try:
-        cached = json.loads(cache_file.read_text())
-        if cached.get("key") == key:
-            return AccelChoice(Accel(cached["accel"]), cached["reason"] + " (cached)")
-    except (OSError, ValueError, KeyError):
-        pass
     result = probe_kvm(qemu, kernel)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
