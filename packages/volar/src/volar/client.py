@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -42,9 +44,34 @@ class Client:
         else:
             self._http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
+    def request(
+        self, method: str, path: str, *, check: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request; transport failures raise :class:`VolarError`, and so do error
+        statuses unless ``check`` is false."""
+        with self._transport_errors():
             response = self._http.request(method, path, **kwargs)
+        if check:
+            _raise_for_status(response)
+        return response
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives (``iter_lines``, ``iter_bytes``).
+
+        Error statuses raise :class:`VolarError` before the body is handed out; a connection
+        lost while reading raises it too.
+        """
+        with self._transport_errors(), self._http.stream(method, path, **kwargs) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_status(response)
+            yield response
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        try:
+            yield
         except httpx.ConnectError:
             raise VolarError(
                 f"cannot reach volantd at {self.api}: is it running? (start it with "
@@ -54,13 +81,6 @@ class Client:
             raise VolarError(f"volantd at {self.api} did not answer in time") from None
         except httpx.HTTPError as error:
             raise VolarError(f"talking to volantd at {self.api} failed: {error}") from None
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text.strip() or response.reason_phrase
-            raise APIError(response.status_code, message)
-        return response
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
@@ -69,5 +89,20 @@ class Client:
         response = self.request("POST", path, json=body, **kwargs)
         return response.json() if response.content else None
 
+    def patch(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        response = self.request("PATCH", path, json=body, **kwargs)
+        return response.json() if response.content else None
+
     def delete(self, path: str, **kwargs: Any) -> None:
         self.request("DELETE", path, **kwargs)
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Raise :class:`APIError` with volantd's ``error`` message for a status >= 400."""
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json().get("error") or response.text
+    except (ValueError, AttributeError):
+        message = response.text.strip() or response.reason_phrase
+    raise APIError(response.status_code, message)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
-from volar.context import OutputOption, client, usage_error
+from volar.context import OutputOption, client, fail, usage_error
 from volar.output import Format, emit
+from volar.progress import BootProgress, how_to_reach
 
 vms_app = typer.Typer(no_args_is_help=True, help="Create and manage microVMs.")
 VM_COLUMNS = [("NAME", "name"), ("STATUS", "status"), ("PLUGIN", "plugin"),
@@ -40,20 +43,50 @@ def vms_create(
     cpus: Annotated[int | None, typer.Option(help="vCPUs (default: the manifest's)")] = None,
     memory: Annotated[int | None, typer.Option(help="MiB (default: the manifest's)")] = None,
     wait: Annotated[str, typer.Option(help="agent, healthy or none")] = "agent",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for --wait")] = 120,
     start: Annotated[bool, typer.Option(help="boot it (--no-start: only record it)")] = True,
+    config: Annotated[
+        Path | None, typer.Option(help="VM config file (JSON or YAML) to create it from")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no boot progress")] = False,
     output: OutputOption = Format.TABLE,
 ) -> None:
-    """Create a VM and boot it; with --wait, until it is ready."""
+    """Create a VM and boot it.
+
+    Unless --wait none, shows the boot's phases as they happen until the VM is ready, then
+    how to reach it.
+    """
     if wait not in ("agent", "healthy", "none"):
         usage_error(f"--wait must be agent, healthy or none (got {wait!r})")
-    body = {"name": name, "plugin": plugin, "cpu_cores": cpus, "memory_mb": memory}
-    params = {"wait": wait, "start": start}
-    vm = client().post("/api/v1/vms", {k: v for k, v in body.items() if v is not None},
-                       params=params)  # fmt: skip
-    emit(vm, output, [*VM_COLUMNS])
-    if output is Format.TABLE and vm.get("ports"):
-        for lease in vm["ports"]:
-            typer.echo(f"  {lease['purpose']}: http://127.0.0.1:{lease['host_port']}")
+    body: dict[str, Any] = {"name": name, "plugin": plugin, "cpu_cores": cpus, "memory_mb": memory}
+    if config is not None:
+        body["config"] = read_document(config)
+    body = {key: value for key, value in body.items() if value is not None}
+    params = {"wait": wait, "start": start, "timeout": timeout}
+    api = client(timeout=timeout + 30)
+    show_progress = start and wait != "none" and not quiet
+    if show_progress:
+        typer.echo(f"Booting {name} ({plugin})...", err=True)
+        with BootProgress(api, name, lambda line: typer.echo(line, err=True)) as progress:
+            vm = api.post("/api/v1/vms", body, params=params)
+            progress.finish(vm)
+    else:
+        vm = api.post("/api/v1/vms", body, params=params)
+    emit(vm, output, VM_COLUMNS)
+    if output is Format.TABLE and vm["status"] == "running":
+        typer.echo(f"{name} is running. Reach it:")
+        for line in how_to_reach(vm):
+            typer.echo(line)
+
+
+def read_document(path: Path) -> Any:
+    """A JSON or YAML file's content; errors name the file."""
+    try:
+        return yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror}")
+    except yaml.YAMLError as error:
+        fail(f"{path} is not valid JSON or YAML: {error}")
 
 
 def _life_cycle(action: str, name: str, output: Format) -> None:
