@@ -1,5 +1,5 @@
 # Volant developer entry points. `make test` is the one command that checks everything.
-.PHONY: test bootstrap lint typecheck unit pytest format schemas demo
+.PHONY: test bootstrap lint typecheck unit pytest format schemas docs demo demo-stop
 
 # uv as a command, or as a module where pip put it somewhere not yet on PATH.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
@@ -30,7 +30,14 @@ format:
 schemas:
 	$(UV) run --locked python -m pluginspec schemas docs/schemas
 
+# The CLI and configuration references (docs/cli.md, docs/reference.md) from the code.
+docs: schemas
+	$(UV) run --locked python scripts/gen_docs.py
+
+# The quickstart: volantd in the background (state in .demo/), busybox-httpd built, installed
+# and booted, its page fetched. `make demo-stop` stops it all. See docs/getting-started.md.
 demo:
-	@echo "make demo lands with the volar quickstart issue: it will start volantd, build"
-	@echo "examples/busybox-httpd with fledge, boot it as a microVM and fetch its page."
-	@exit 1
+	./scripts/demo
+
+demo-stop:
+	./scripts/demo stop
