@@ -237,9 +237,12 @@ def test_manifest_problems_are_errors(
         build(config, BuildOptions(output_dir=options.output_dir, manifest=rootfs))
 
 
-def test_oci_rootfs_is_not_built_yet(make_project: MakeProject) -> None:
-    config = make_project('version = "1"\nstrategy = "oci_rootfs"\n[source]\nimage = "nginx"\n')
-    with pytest.raises(FledgeError, match=r"'oci_rootfs' is not implemented yet"):
+def test_oci_rootfs_from_a_dockerfile_is_not_built_yet(make_project: MakeProject) -> None:
+    config = make_project(
+        'version = "1"\nstrategy = "oci_rootfs"\n[source]\ndockerfile = "Dockerfile"\n',
+        {"Dockerfile": "FROM scratch\n"},
+    )
+    with pytest.raises(FledgeError, match=r"source.dockerfile is not supported by fledge build"):
         build(config)
 
 

@@ -117,13 +117,14 @@ def test_a_mapping_escape_fails_the_build(project: Path, cache_dir: Path) -> Non
     assert not (project / "build" / "plugin.cpio.zst").exists()
 
 
-def test_oci_rootfs_exits_1(tmp_path: Path, cache_dir: Path) -> None:
+def test_oci_rootfs_with_a_missing_layout_exits_1(tmp_path: Path, cache_dir: Path) -> None:
     (tmp_path / "fledge.toml").write_text(
-        'version = "1"\nstrategy = "oci_rootfs"\n[source]\nimage = "nginx:alpine"\n'
+        'version = "1"\nstrategy = "oci_rootfs"\n[source]\nimage = "oci-layout:./missing"\n'
     )
     result = fledge("build", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 1
-    assert "strategy 'oci_rootfs' is not implemented yet" in result.stderr
+    assert "error:" in result.stderr and str(tmp_path / "missing") in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_validate_exit_codes(project: Path, cache_dir: Path) -> None:

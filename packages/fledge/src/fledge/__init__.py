@@ -13,6 +13,7 @@ from .initramfs import (
     build,
     load_config,
 )
+from .rootfs.builder import PullOptions, RootfsBuilder, RootfsBuildResult
 
 __all__ = [
     "ArchiveMember",
@@ -21,6 +22,9 @@ __all__ = [
     "BuildResult",
     "FledgeError",
     "InitramfsBuilder",
+    "PullOptions",
+    "RootfsBuildResult",
+    "RootfsBuilder",
     "__version__",
     "build",
     "build_init",

@@ -21,6 +21,8 @@ from .archive import read_archive
 from .errors import FledgeError
 from .initramfs import BuildOptions, BuildResult
 from .initramfs import build as run_build
+from .rootfs.builder import RootfsBuildResult
+from .rootfs.inspect import is_disk_image, list_disk_image
 
 app = typer.Typer(no_args_is_help=True, help="Build Volant plugin images.")
 
@@ -109,7 +111,24 @@ def _size(count: int) -> str:
     return f"{value:.1f} GiB"
 
 
-def _summary(result: BuildResult) -> str:
+def _rootfs_summary(result: RootfsBuildResult) -> str:
+    manifest = result.manifest
+    how = "up to date (cache hit)" if result.cached else f"built in {result.duration_s:.1f} s"
+    lines = [
+        f"{result.artifact.name} ({result.fstype} root disk) {how}",
+        f"  artifact  {result.artifact}",
+        f"  size      {_size(result.size)} ({_size(result.content_bytes)} of files, "
+        f"{result.entries} paths)",
+        f"  sha256    {result.sha256}",
+        f"  image     {result.image}@{result.image_digest} ({result.platform})",
+        f"  manifest  {result.manifest_path} ({manifest.name} {manifest.version})",
+    ]
+    return "\n".join(lines)
+
+
+def _summary(result: BuildResult | RootfsBuildResult) -> str:
+    if isinstance(result, RootfsBuildResult):
+        return _rootfs_summary(result)
     manifest = result.manifest
     lines = [
         f"built {result.artifact.name} (initramfs, {result.init_mode} init mode) "
@@ -145,9 +164,31 @@ def build(
     plugin_version: Annotated[
         str | None, typer.Option("--version", help="Plugin version for the manifest.")
     ] = None,
+    platform: Annotated[
+        str,
+        typer.Option(help="oci_rootfs: image platform to pull, OS/ARCH[/VARIANT]."),
+    ] = "linux/amd64",
+    creds: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FLEDGE_CREDS",
+            help="oci_rootfs: registry credentials USER:PASS (default: docker's config.json).",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="oci_rootfs: allow a plain-HTTP registry.")
+    ] = False,
 ) -> None:
     """Build the image fledge.toml describes, and its plugin manifest. No root needed."""
-    options = BuildOptions(output_dir=output, manifest=manifest, name=name, version=plugin_version)
+    options = BuildOptions(
+        output_dir=output,
+        manifest=manifest,
+        name=name,
+        version=plugin_version,
+        platform=platform,
+        creds=creds,
+        insecure_http=insecure_http,
+    )
     console = Console(stderr=True)
     started = time.monotonic()
     try:
@@ -163,10 +204,20 @@ def build(
 
 @app.command()
 def inspect(
-    artifact: Annotated[Path, typer.Argument(help="An initramfs (cpio, cpio.gz or cpio.zst).")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="An initramfs (cpio, cpio.gz, cpio.zst) or a root disk (ext4, squashfs)."
+        ),
+    ],
 ) -> None:
-    """List an initramfs: type and mode, size (or device numbers), path (and link target)."""
+    """List an initramfs or root disk: type and mode, owner, size (or device numbers), path."""
     try:
+        if is_disk_image(artifact):
+            lines = list_disk_image(artifact)
+            _print_lines(lines)
+            typer.echo(f"{len(lines)} entries", err=True)
+            return
         members = read_archive(artifact)
     except FledgeError as exc:
         raise _fail(str(exc)) from None
@@ -182,10 +233,14 @@ def inspect(
         path = posixpath.normpath("/" + member.path)
         owner = f"{member.uid}/{member.gid}"
         lines.append(f"{stat.filemode(member.mode)} {owner} {size:>10} {path}{tail}")
+    _print_lines(lines)
+    typer.echo(f"{len(members)} entries, {_size(total)} in files", err=True)
+
+
+def _print_lines(lines: list[str]) -> None:
     try:
         sys.stdout.write("\n".join(lines) + "\n" if lines else "")
         sys.stdout.flush()
     except BrokenPipeError:  # `fledge inspect X | head`
         sys.stderr.close()
         raise typer.Exit(0) from None
-    typer.echo(f"{len(members)} entries, {_size(total)} in files", err=True)

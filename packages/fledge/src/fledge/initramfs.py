@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pluginspec import FledgeConfig, PluginManifest, SpecError, load_fledge_config
 from pluginspec.cpio import CpioEntry, compress, cpio_bytes
@@ -32,6 +32,9 @@ from .plugin import plugin_manifest
 from .skeleton import skeleton_entries
 from .sources import read_host_file
 from .tree import ImageTree, guest_path
+
+if TYPE_CHECKING:
+    from .rootfs.builder import RootfsBuildResult
 
 ARTIFACT_NAMES = {"zstd": "plugin.cpio.zst", "gzip": "plugin.cpio.gz", "none": "plugin.cpio"}
 MANIFEST_NAME = "plugin.manifest.json"
@@ -69,6 +72,12 @@ class BuildOptions:
     """Default: :func:`fledge.cache.default_cache_dir`."""
     python: str | None = None
     """Host interpreter shipped as the guest runtime; default: ``fledge.runtime.GUEST_PYTHON``."""
+    platform: str = "linux/amd64"
+    """oci_rootfs: the image platform to pull (``OS/ARCH[/VARIANT]``)."""
+    creds: str | None = None
+    """oci_rootfs: registry credentials ``USER:PASS``; None: docker's config.json."""
+    insecure_http: bool = False
+    """oci_rootfs: allow a plain-HTTP registry."""
 
 
 @dataclass(frozen=True)
@@ -306,20 +315,33 @@ def build(
     config_path: Path,
     options: BuildOptions | None = None,
     progress: BuildProgress | None = None,
-) -> BuildResult:
-    """``fledge build``: load ``config_path`` and build what its strategy asks for."""
+) -> BuildResult | RootfsBuildResult:
+    """``fledge build``: load ``config_path`` and build what its strategy asks for
+    (``initramfs``: :class:`BuildResult`; ``oci_rootfs``: ``RootfsBuildResult``)."""
     options = options or BuildOptions()
     quiet: BuildProgress = progress or _Quiet()
     quiet.step("config")
     config = load_config(config_path)
-    if config.strategy == "oci_rootfs":
-        raise FledgeError(
-            f"{config_path}: strategy 'oci_rootfs' is not implemented yet (it lands with the "
-            "OCI rootfs issue); use strategy = 'initramfs'"
-        )
     if options.manifest is not None and not options.manifest.is_file():
         raise FledgeError(f"manifest template not found: {options.manifest}")
     config_dir = config_path.absolute().parent
+    if config.strategy == "oci_rootfs":
+        from .rootfs.builder import PullOptions, RootfsBuilder
+
+        rootfs = RootfsBuilder(
+            config,
+            config_dir,
+            config_bytes=config_path.read_bytes(),
+            cache_dir=options.cache_dir,
+            pull=PullOptions(options.platform, options.creds, options.insecure_http),
+            progress=quiet,
+        )
+        return rootfs.build(
+            options.output_dir or config_dir / "build",
+            manifest_template=options.manifest,
+            name=options.name,
+            version=options.version,
+        )
     builder = InitramfsBuilder(
         config, config_dir, cache_dir=options.cache_dir, python=options.python, progress=quiet
     )

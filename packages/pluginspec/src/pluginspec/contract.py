@@ -26,6 +26,7 @@ from .manifest import (
     NetworkModeField,
     PluginManifest,
     RestartPolicy,
+    StopSignal,
     WorkloadType,
 )
 
@@ -90,6 +91,9 @@ class GuestWorkload(SpecModel):
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     base_url: HttpURL | None = Field(None, description="http workloads: where it listens.")
     health_check: HealthCheck | None = None
+    stop_signal: StopSignal | None = Field(
+        None, description="Sent to stop the workload (then SIGKILL); null: SIGTERM."
+    )
 
     @classmethod
     def from_manifest(cls, manifest: PluginManifest) -> GuestWorkload | None:
@@ -107,6 +111,7 @@ class GuestWorkload(SpecModel):
             restart=workload.restart.model_copy(),
             base_url=workload.base_url,
             health_check=manifest.health_check,
+            stop_signal=workload.stop_signal,
         )
 
 

@@ -133,6 +133,72 @@ def _user(value: str) -> str:
     return value
 
 
+_SIGNAL_NAMES = frozenset(
+    {
+        "HUP",
+        "INT",
+        "QUIT",
+        "ILL",
+        "TRAP",
+        "ABRT",
+        "IOT",
+        "BUS",
+        "FPE",
+        "KILL",
+        "USR1",
+        "SEGV",
+        "USR2",
+        "PIPE",
+        "ALRM",
+        "TERM",
+        "STKFLT",
+        "CHLD",
+        "CONT",
+        "STOP",
+        "TSTP",
+        "TTIN",
+        "TTOU",
+        "URG",
+        "XCPU",
+        "XFSZ",
+        "VTALRM",
+        "PROF",
+        "WINCH",
+        "IO",
+        "POLL",
+        "PWR",
+        "SYS",
+    }
+)
+_REALTIME_SIGNAL = re.compile(r"RTMIN(\+([0-9]|[12][0-9]|30))?|RTMAX(-([0-9]|[12][0-9]|30))?")
+MAX_SIGNAL = 64
+"""Highest Linux signal number (SIGRTMAX)."""
+
+
+def _stop_signal(value: Any) -> Any:
+    """``SIGQUIT``, ``quit``, ``SIGRTMIN+3`` or a number (1-64), as Docker's StopSignal."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return value  # the str type reports it
+    text = value.strip()
+    if text.isdigit():
+        if not 1 <= int(text) <= MAX_SIGNAL:
+            fail(f"signal number must be between 1 and {MAX_SIGNAL} (got {text})")
+        return str(int(text))
+    name = text.upper().removeprefix("SIG")
+    if name not in _SIGNAL_NAMES and not _REALTIME_SIGNAL.fullmatch(name):
+        fail(
+            f"must be a signal name like SIGTERM or SIGQUIT, or a number 1-{MAX_SIGNAL} "
+            f"(got {quote(value)})"
+        )
+    return f"SIG{name}"
+
+
+StopSignal = Annotated[str, BeforeValidator(_stop_signal)]
+"""A signal as ``SIGNAME`` (``SIGTERM``, ``SIGRTMIN+3``) or a decimal number."""
+
+
 def _entrypoint(value: Any) -> Any:
     if isinstance(value, str):  # upstream fledge layout: one program path, args separate
         return [value.strip()] if value.strip() else []
@@ -145,7 +211,8 @@ class Workload(SpecModel):
     ``type`` is ``http`` (a service kestrel proxies and health-checks at ``base_url``) or
     ``process`` (any other program); when absent it is ``http`` if ``base_url`` is set.
     An empty ``entrypoint`` means the image's own entrypoint (rootfs images keep their OCI
-    config); ``args`` are appended to the entrypoint.
+    config); ``args`` are appended to the entrypoint. ``stop_signal`` is what the agent sends
+    to stop the workload before it kills it (null: SIGTERM; an OCI image's StopSignal).
     """
 
     type: Annotated[WorkloadType, choice(WorkloadType)] = "process"
@@ -156,6 +223,9 @@ class Workload(SpecModel):
     user: Annotated[Text, AfterValidator(_user)] | None = None
     base_url: HttpURL | None = None
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    stop_signal: StopSignal | None = Field(
+        None, description="SIGTERM, SIGQUIT, ... or a number; null: SIGTERM."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
