@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +11,15 @@ import pytest
 from pluginspec import parse_manifest
 from pluginspec.cpio import CpioEntry, cpio_bytes, write_cpio
 from support.archives import cpio_files
-from volantd.boot.contract import guest_contract, guest_network, mac_for, prepare_initrd
+from volantd.boot.contract import (
+    agent_guest_port,
+    guest_contract,
+    guest_network,
+    mac_for,
+    prepare_initrd,
+)
 from volantd.errors import VolantError
+from volantd.hypervisors import QemuDriver
 from volantd.kernels import KernelEntry
 
 MANIFEST = {
@@ -63,6 +71,90 @@ def test_contract_carries_workload_network_and_modules(tmp_path: Path):
     assert document["modules"] == ["/lib/modules/6.1.0-test/virtio.ko"]
     assert document["boot"]["strategy"] == "initramfs"
     assert document["boot_epoch_ns"] == 42
+
+
+ROOTFS_MANIFEST = {
+    "name": "disk",
+    "version": "1.0.0",
+    "rootfs": {"url": "/images/disk.img", "format": "raw", "fstype": "ext4"},
+    "workload": {"entrypoint": ["nginx"], "user": "101:101", "stop_signal": "SIGQUIT"},
+}
+MODULES = "/lib/modules/6.1.0-test/kernel"
+NEEDS = {
+    f"{MODULES}/virtio_ring.ko": (),
+    f"{MODULES}/virtio.ko": (f"{MODULES}/virtio_ring.ko",),
+    f"{MODULES}/virtio_mmio.ko": (f"{MODULES}/virtio.ko", f"{MODULES}/virtio_ring.ko"),
+    f"{MODULES}/virtio_net.ko": (f"{MODULES}/virtio.ko", f"{MODULES}/virtio_ring.ko"),
+    f"{MODULES}/virtio_blk.ko": (f"{MODULES}/virtio.ko", f"{MODULES}/virtio_ring.ko"),
+    f"{MODULES}/overlay.ko": (),
+    f"{MODULES}/squashfs.ko": (),
+}
+
+
+def rootfs_contract(tmp_path: Path, **rootfs: str) -> dict:
+    manifest = json.loads(json.dumps(ROOTFS_MANIFEST))
+    manifest["rootfs"].update(rootfs)
+    entry = dataclasses.replace(kernel(tmp_path, None), modules=tuple(NEEDS), module_needs=NEEDS)
+    contract = guest_contract(
+        name="disk-1", vm_id="0002", manifest=parse_manifest(manifest), kernel=entry,
+        network=guest_network("user", mac_for("0002")),
+        drivers=QemuDriver(binary="/bin/true").guest_drivers(network=True, disks=1),
+    )  # fmt: skip
+    return json.loads(contract.to_json())
+
+
+def names(paths: list[str]) -> list[str]:
+    return [path.rsplit("/", 1)[1].removesuffix(".ko") for path in paths]
+
+
+def test_a_rootfs_plugin_boots_from_its_disk_as_vda_with_the_block_driver(tmp_path: Path):
+    document = rootfs_contract(tmp_path)
+    assert document["boot"] == {
+        "strategy": "rootfs", "root_device": "/dev/vda", "root_fstype": "ext4",
+    }  # fmt: skip
+    assert names(document["modules"]) == [
+        "virtio_ring",
+        "virtio",
+        "virtio_mmio",
+        "virtio_net",
+        "virtio_blk",
+    ]  # fmt: skip  (ext4 is built into the reference kernel)
+    assert document["workload"]["user"] == "101:101"
+    assert document["workload"]["stop_signal"] == "SIGQUIT"
+
+
+def test_a_squashfs_root_also_loads_squashfs_and_overlayfs(tmp_path: Path):
+    document = rootfs_contract(tmp_path, fstype="squashfs")
+    assert document["boot"]["root_fstype"] == "squashfs"
+    assert {"virtio_blk", "squashfs", "overlay"} <= set(names(document["modules"]))
+
+
+def test_initramfs_plugins_stay_in_their_initramfs(tmp_path: Path):
+    document = json.loads(
+        guest_contract(
+            name="web-1", vm_id="1", manifest=parse_manifest(MANIFEST),
+            kernel=kernel(tmp_path, None), network=guest_network("user", mac_for("1")),
+        ).to_json()
+    )  # fmt: skip
+    assert document["boot"] == {"strategy": "initramfs", "root_device": None, "root_fstype": None}
+
+
+def test_the_agent_keeps_8080_unless_the_workload_serves_there(tmp_path: Path):
+    initramfs = parse_manifest(MANIFEST)  # base_url port 80
+    assert agent_guest_port(initramfs) == 8080
+    assert agent_guest_port(initramfs, exposed=[8080]) == 18080
+    on_8080 = parse_manifest(
+        {**MANIFEST, "workload": {**MANIFEST["workload"], "base_url": "http://127.0.0.1:8080"}}
+    )
+    assert agent_guest_port(on_8080) == 18080
+    assert agent_guest_port(on_8080, exposed=[18080]) == 28080
+    document = json.loads(
+        guest_contract(
+            name="web-1", vm_id="1", manifest=on_8080, kernel=kernel(tmp_path, None),
+            network=guest_network("user", mac_for("1")),
+        ).to_json()
+    )  # fmt: skip
+    assert document["agent"]["tcp_port"] == 18080
 
 
 def test_bridged_mode_is_refused_until_its_driver_exists():

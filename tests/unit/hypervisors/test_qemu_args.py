@@ -6,6 +6,7 @@ import pytest
 
 from volantd.hypervisors import (
     Accel,
+    DiskSpec,
     LaunchSpec,
     NetworkMode,
     NetworkSpec,
@@ -115,3 +116,51 @@ def test_prepare_refuses_a_run_dir_too_deep_for_unix_sockets(tmp_path: Path):
 def test_tcg_clock_parameter_stays_before_the_init_arguments() -> None:
     args = build_qemu_args(spec(cmdline="quiet rdinit=/bin/sleep -- 1000"), Accel.TCG, tsc_khz=7)
     assert option(args, "-append") == ["quiet rdinit=/bin/sleep tsc_early_khz=7 -- 1000"]
+
+
+def test_disks_are_virtio_blk_devices_on_drives_without_a_controller_in_order():
+    disks = (
+        DiskSpec(Path("/run/web/root.qcow2"), "qcow2", name="root"),
+        DiskSpec(Path("/cache/sha256/abc"), "raw", readonly=True, name="data"),
+    )
+    args = build_qemu_args(spec(disks=disks, network=None), Accel.TCG)
+    assert option(args, "-drive") == [
+        "file=/run/web/root.qcow2,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap",
+        "file=/cache/sha256/abc,if=none,id=disk1,format=raw,cache=writeback,read-only=on",
+    ]
+    assert option(args, "-device") == [
+        "virtio-blk-device,drive=disk0",
+        "virtio-blk-device,drive=disk1",
+    ]
+
+
+def test_a_comma_in_a_disk_path_is_escaped_for_qemu():
+    disk = DiskSpec(Path("/srv/a,b/root.qcow2"), "qcow2")
+    drive = option(build_qemu_args(spec(disks=(disk,)), Accel.TCG), "-drive")[0]
+    assert drive.startswith("file=/srv/a,,b/root.qcow2,if=none,")
+
+
+def test_no_disks_means_no_drive():
+    assert "-drive" not in build_qemu_args(spec(), Accel.TCG)
+
+
+def test_prepare_names_a_missing_disk_and_an_unknown_format(tmp_path: Path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    driver = QemuDriver(binary="/bin/true")
+    missing = DiskSpec(tmp_path / "root.qcow2", "qcow2", name="root")
+    with pytest.raises(VMMError, match=r"disk root of VM web: .*root.qcow2 does not exist"):
+        driver.prepare(spec(run_dir=tmp_path / "vm", kernel=kernel, initrd=None, disks=(missing,)))
+    odd = tmp_path / "disk.vmdk"
+    odd.write_bytes(b"d")
+    with pytest.raises(VMMError, match="format 'vmdk' is not one of raw, qcow2"):
+        driver.prepare(
+            spec(run_dir=tmp_path / "vm", kernel=kernel, initrd=None,
+                 disks=(DiskSpec(odd, "vmdk"),))
+        )  # fmt: skip
+
+
+def test_microvm_guests_need_the_block_driver_only_with_disks():
+    driver = QemuDriver(binary="/bin/true")
+    assert "virtio_blk" not in driver.guest_drivers(network=True)
+    assert driver.guest_drivers(network=False, disks=1) == ("virtio_mmio", "virtio_blk")

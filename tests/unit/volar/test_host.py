@@ -194,7 +194,7 @@ def facts(**changes: object) -> SetupFacts:
 
 def test_nothing_to_do_when_everything_is_present() -> None:
     steps = plan_setup(ALL_OK, facts())
-    assert [step.kind for step in steps] == [StepKind.DONE, StepKind.DONE]
+    assert [step.kind for step in steps] == [StepKind.DONE, StepKind.DONE, StepKind.DONE]
     assert not any(step.pending for step in steps)
     assert all(package in steps[0].note for package in SETUP_PACKAGES)
 
@@ -207,23 +207,23 @@ def test_missing_tools_become_one_apt_get_install(tmp_path: Path) -> None:
         Check("kernel", Status.OK, True, "debian"),
     ]
     steps = plan_setup(checks, facts())
-    update, install, kernel = steps
+    update, install, kernel, boot_image = steps
     assert update.command == ("apt-get", "update", "-q") and update.needs_root
     assert install.shell() == (
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
         "qemu-system-x86 busybox-static gcc libc6-dev"
     )
-    assert kernel.kind is StepKind.DONE
+    assert kernel.kind is StepKind.DONE and boot_image.kind is StepKind.DONE
     assert root_steps(steps) == [update, install]
 
 
 def test_missing_kernel_is_fetched_with_volantd() -> None:
     checks = [*ALL_OK[:2], Check("kernel", Status.MISSING, True, "none", "volantd kernels fetch")]
     steps = plan_setup(checks, facts(kernel_fix="volantd kernels fetch"))
-    assert steps[-1].command == ("/opt/volant/bin/volantd", "kernels", "fetch")
-    assert not steps[-1].needs_root  # volantd's store works unprivileged
+    assert steps[-2].command == ("/opt/volant/bin/volantd", "kernels", "fetch")
+    assert not steps[-2].needs_root  # volantd's store works unprivileged
     damaged = plan_setup(checks, facts(kernel_fix="volantd kernels fetch --force"))
-    assert damaged[-1].command[-1] == "--force"
+    assert damaged[-2].command[-1] == "--force"
     # without apt's package lists the kernel cannot be found: refresh them first, once
     no_lists = plan_setup(checks, facts(kernel_fix="volantd kernels fetch", apt_lists_ready=False))
     assert [s.command[:2] for s in no_lists if s.pending] == [
@@ -234,8 +234,18 @@ def test_missing_kernel_is_fetched_with_volantd() -> None:
 
 def test_without_volantd_the_kernel_step_is_blocked() -> None:
     checks = [Check("kernel", Status.MISSING, True, "none")]
-    steps = plan_setup(checks, facts(volantd=None, home=None, kernel_fix="volantd kernels fetch"))
-    assert steps[-1].kind is StepKind.BLOCKED and "install it" in steps[-1].note
+    steps = plan_setup(checks, facts(volantd=None, home=None, kernel_fix="volantd kernels fetch",
+                                     boot_image_ready=False))  # fmt: skip
+    assert steps[-2].kind is StepKind.BLOCKED and "install it" in steps[-2].note
+    assert steps[-1].kind is StepKind.SKIP
+
+
+def test_a_missing_boot_initramfs_is_built_with_volantd() -> None:
+    steps = plan_setup(ALL_OK, facts(boot_image_ready=False))
+    assert [step.command for step in steps if step.pending] == [
+        ("/opt/volant/bin/volantd", "boot-image", "build")
+    ]
+    assert not steps[-1].needs_root
 
 
 def test_systemd_unit_is_written_and_enabled(tmp_path: Path) -> None:

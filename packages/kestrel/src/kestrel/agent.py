@@ -37,6 +37,8 @@ class BootState(NamedTuple):
     """Guest uptime when kestrel's main() began."""
     init_started_ms: int | None
     """Guest uptime when the init started, if it said so (``VOLANT_INIT_STARTED_MS``)."""
+    root_mounted_ms: int | None
+    """rootfs strategy: guest uptime when stage 1 had switched to the root disk."""
     pid1: bool
     system: bool
     """Whether kestrel set up the machine (hostname, network) and powers it off."""
@@ -170,6 +172,7 @@ class Agent:
             "boot": {
                 "boot_epoch_ns": config.boot_epoch_ns,
                 "init_started_ms": boot.init_started_ms,
+                "root_mounted_ms": boot.root_mounted_ms,
                 "agent_started_ms": boot.started_ms,
                 "agent_ready_ms": self.ready_ms,
                 "workload_started_ms": supervisor.first_started_ms if supervisor else None,

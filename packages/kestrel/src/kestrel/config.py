@@ -8,6 +8,7 @@ The contract's schema lives in ``pluginspec`` on the host; the guest reads it as
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -20,6 +21,8 @@ DEFAULT_HEALTH_TIMEOUT_MS = 60_000
 DEFAULT_HEALTH_INTERVAL_MS = 50
 RESTART_POLICIES = ("never", "on-failure", "always")
 WORKLOAD_TYPES = ("http", "process")
+BOOT_STRATEGIES = ("initramfs", "rootfs")
+ROOT_FILESYSTEMS = ("ext4", "squashfs", "xfs", "btrfs")
 
 
 class RestartPolicy(NamedTuple):
@@ -64,6 +67,8 @@ class Workload(NamedTuple):
     restart: RestartPolicy
     base_url: str | None
     health_check: HealthCheck | None
+    stop_signal: int = signal.SIGTERM
+    """What stops the workload (then SIGKILL after the grace period)."""
 
     @property
     def argv(self) -> list[str]:
@@ -81,6 +86,14 @@ class Network(NamedTuple):
     prefix: int | None
     gateway: str | None
     dns: tuple[str, ...]
+
+
+class Boot(NamedTuple):
+    """Stay in the initramfs, or mount ``root_device`` (``root_fstype``) and switch root."""
+
+    strategy: str = "initramfs"
+    root_device: str | None = None
+    root_fstype: str | None = None
 
 
 class Action(NamedTuple):
@@ -105,6 +118,7 @@ class VMConfig(NamedTuple):
     console_shell: bool
     boot_epoch_ns: int
     actions: tuple[Action, ...] = ()
+    boot: Boot = Boot()
 
 
 def load_config(path: str) -> VMConfig:
@@ -146,7 +160,56 @@ def parse_config(document: Any, *, source: str = "vm.json") -> VMConfig:
         console_shell=top.get("console_shell", bool, False),
         boot_epoch_ns=top.get("boot_epoch_ns", int, 0),
         actions=_actions(top.optional_object("manifest")),
+        boot=_boot(top.optional_object("boot")),
     )
+
+
+def _boot(section: _Object | None) -> Boot:
+    if section is None:
+        return Boot()
+    strategy = section.get("strategy", str, "initramfs")
+    if strategy not in BOOT_STRATEGIES:
+        raise section.problem(
+            "strategy", f"must be one of {', '.join(BOOT_STRATEGIES)} (got {strategy!r})"
+        )
+    if strategy == "initramfs":
+        return Boot()
+    device = section.get("root_device", str, None)
+    if not device or not device.startswith("/"):
+        raise section.problem(
+            "root_device", f"must be a device path like /dev/vda (got {device!r})"
+        )
+    fstype = section.get("root_fstype", str, None)
+    if fstype not in ROOT_FILESYSTEMS:
+        raise section.problem(
+            "root_fstype", f"must be one of {', '.join(ROOT_FILESYSTEMS)} (got {fstype!r})"
+        )
+    return Boot(strategy, device, fstype)
+
+
+def parse_signal(value: str | int) -> int:
+    """``SIGQUIT``, ``QUIT``, ``SIGRTMIN+3`` or a number as a signal number (ValueError if not)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, str):
+        name = value.strip().upper().removeprefix("SIG")
+        base, sign, offset = name.partition("+") if "+" in name else name.partition("-")
+        if base in ("RTMIN", "RTMAX") and (not sign or offset.isdigit()):
+            edge = signal.SIGRTMIN if base == "RTMIN" else signal.SIGRTMAX
+            number = edge + (int(offset or 0) if sign == "+" else -int(offset or 0))
+            if not signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                raise ValueError(f"{value} is outside SIGRTMIN..SIGRTMAX")
+        elif isinstance(getattr(signal, f"SIG{name}", None), signal.Signals):
+            number = int(getattr(signal, f"SIG{name}"))
+        else:
+            raise ValueError(f"unknown signal {value!r}")
+    else:
+        raise ValueError(f"a signal is a name or a number, not {value!r}")
+    if not 1 <= number <= signal.SIGRTMAX:
+        raise ValueError(f"signal number {number} is outside 1..{int(signal.SIGRTMAX)}")
+    return number
 
 
 def _workload(section: _Object) -> Workload:
@@ -167,7 +230,18 @@ def _workload(section: _Object) -> Workload:
         restart=_restart(section),
         base_url=base_url,
         health_check=_health_check(health) if health is not None else None,
+        stop_signal=_stop_signal(section),
     )
+
+
+def _stop_signal(workload: _Object) -> int:
+    value = workload.get("stop_signal", (str, int), None)
+    if value is None:
+        return signal.SIGTERM
+    try:
+        return parse_signal(value)
+    except ValueError as error:
+        raise workload.problem("stop_signal", str(error)) from None
 
 
 def _restart(workload: _Object) -> RestartPolicy:

@@ -1,12 +1,13 @@
 """kestrel's entry point: the synchronous boot phase, then the agent.
 
 As PID 1 (exec'd by the C init, see docs/guest.md) kestrel takes no arguments: it reads
-``/etc/volant/vm.json``, sets the hostname, configures the network, opens its listening
-sockets and starts the workload (and a thread probing its health), all before importing
-asyncio and h11 (the slowest part of its start-up), so the workload boots, and is reported
-healthy, while the agent finishes starting. It never exits:
+``/etc/volant/vm.json`` (for the rootfs strategy it first switches to the root disk and
+execs itself there: :mod:`kestrel.rootfs`, stage 1), sets the hostname, configures the
+network, opens its listening sockets and starts the workload (and a thread probing its
+health), all before importing asyncio and h11 (the slowest part of its start-up), so the
+workload boots, and is reported healthy, while the agent finishes starting. It never exits:
 after a shutdown it syncs and powers the machine off, and a fatal error is printed on the
-console and powers off too.
+console (and as a ``boot_failed`` event) and powers off too.
 
 As an ordinary process (development, tests) it touches nothing system-wide by default and
 exits 0 after a shutdown.
@@ -23,6 +24,7 @@ from . import __version__
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .console import Console
 from .errors import ConfigError, KestrelError
+from .rootfs import STAGE2_CONFIG, is_stage2, root_mounted_ms
 from .system import disable_ctrl_alt_del, is_pid1, power_off, set_hostname, sync, uptime_ms
 
 DEFAULT_STOP_TIMEOUT_S = 10.0
@@ -97,6 +99,14 @@ def parse_options(argv: list[str]) -> Options:
     )
 
 
+class BootFailure(KestrelError):
+    """The boot cannot go on: as PID 1 the VM powers off; otherwise kestrel exits ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _EarlySignals:
     """Remembers a shutdown signal that arrives before the event loop handles signals."""
 
@@ -128,17 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if not is_pid1():
         options = parse_options(arguments)
-        return _boot(options, _open_console(options.console, False), False, started_ms)
+        console = _open_console(options.console, False)
+        try:
+            return _boot(options, console, False, started_ms)
+        except BootFailure as failure:
+            console.log(f"fatal: {failure}")
+            return failure.status
     console = Console(1, owned=False)  # the init's console until ours is open
     try:
         options = parse_options(arguments)
+        if not arguments and is_stage2():  # exec'd by stage 1 inside the root disk
+            options = options._replace(config=STAGE2_CONFIG)
         console = _open_console(options.console, True)
         _boot(options, console, True, started_ms)
-    except BaseException as error:  # PID 1 must not die: report, then power off
+    except KestrelError as error:  # PID 1 must not die: report, then power off
+        console.log(f"fatal: {error}")
+        console.event("boot_failed", reason=str(error))
+    except BaseException as error:
         import traceback
 
         for line in traceback.format_exception(error):
             console.log(line.rstrip())
+        console.event("boot_failed", reason=f"kestrel crashed: {error!r}")
     _power_off(console)
     return 0  # not reached
 
@@ -157,8 +178,11 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
     try:
         config = load_config(options.config)
     except ConfigError as error:
-        console.log(f"fatal: {error}")
-        return 2
+        raise BootFailure(str(error), status=2) from None
+    if pid1 and config.boot.strategy == "rootfs" and not is_stage2():
+        from .rootfs import switch_to_root_disk
+
+        switch_to_root_disk(config.boot, options.config, console)  # execs stage 2
     system = options.system if options.system is not None else pid1
     hostname_error = network = None
     if system:
@@ -177,8 +201,7 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
     try:
         sockets = open_listeners(options.listen, config, console)
     except KestrelError as error:
-        console.log(f"fatal: {error}")
-        return 1
+        raise BootFailure(str(error), status=1) from None
     workload_start = first_health = None
     if config.workload is not None:
         from .healthcheck import FirstHealthCheck
@@ -209,6 +232,7 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
     boot = BootState(
         started_ms=started_ms,
         init_started_ms=_init_started_ms(),
+        root_mounted_ms=root_mounted_ms() if is_stage2() else None,
         pid1=pid1,
         system=system,
         network=network,

@@ -229,17 +229,20 @@ class Supervisor:
     # -- stopping ---------------------------------------------------------------------------
 
     async def stop(self, timeout_s: float) -> None:
-        """No more restarts; SIGTERM the workload's group, SIGKILL after ``timeout_s``."""
+        """No more restarts; the workload's stop signal (SIGTERM unless ``stop_signal`` says
+        otherwise) to its group, SIGKILL after ``timeout_s``."""
         self._stopping = True
         if self._stop_requested is not None:
             self._stop_requested.set()
         process, exit_future = self.process, self._exit
         if process is None or exit_future is None or exit_future.done():
             return
+        stop_signal = self.workload.stop_signal
         await end_process_group(
-            process, exit_future, (signal.SIGTERM,), grace_s=timeout_s, kill_wait_s=5,
+            process, exit_future, (stop_signal,), grace_s=timeout_s, kill_wait_s=5,
             before_kill=lambda: self.console.log(
-                f"workload: still running {timeout_s:g} s after SIGTERM: SIGKILL"
+                f"workload: still running {timeout_s:g} s after {signal_name(stop_signal)}: "
+                "SIGKILL"
             ),
         )  # fmt: skip
 

@@ -1,13 +1,26 @@
-"""Whole-machine operations: guest uptime, hostname, sync and power-off."""
+"""Whole-machine operations: guest uptime, hostname, mounts, sync and power-off."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 _RB_POWER_OFF = 0x4321FEDC
 _RB_DISABLE_CAD = 0
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MNT_DETACH = 0x2
 
 
 def is_pid1() -> bool:
@@ -30,13 +43,50 @@ def sync() -> None:
     os.sync()
 
 
+def _libc() -> ctypes.CDLL:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, filename: str | None = None) -> None:
+    if result != 0:
+        import ctypes
+
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error), filename)
+
+
 def _reboot(command: int) -> None:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.reboot(ctypes.c_int(command)) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
+    _check(_libc().reboot(ctypes.c_int(command)))
+
+
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """``mount(2)``: the standard library has no binding; OSError names ``target``."""
+    import ctypes
+
+    def text(value: str | None) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    result = _libc().mount(
+        text(source), text(target), text(fstype), ctypes.c_ulong(flags), text(data)
+    )
+    _check(result, target)
+
+
+def unmount(target: str, flags: int = 0) -> None:
+    """``umount2(2)`` (``MNT_DETACH``: lazily)."""
+    import ctypes
+
+    _check(_libc().umount2(os.fsencode(target), ctypes.c_int(flags)), target)
 
 
 def disable_ctrl_alt_del() -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from volantd import __version__
+from volantd.boot.cli import boot_image_app
 from volantd.errors import VolantError
 from volantd.hostcheck import host_app
 from volantd.kernels.cli import kernels_app
@@ -13,6 +14,7 @@ from volantd.kernels.cli import kernels_app
 app = typer.Typer(no_args_is_help=True, help="The Volant control plane.")
 app.add_typer(kernels_app, name="kernels")
 app.add_typer(host_app, name="host")
+app.add_typer(boot_image_app, name="boot-image")
 
 
 @app.command()

@@ -6,6 +6,7 @@ from volantd.errors import MissingHostToolError
 
 PACKAGES: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
     "apt-get": "apt",
     "apt-cache": "apt",
     "dpkg-deb": "dpkg",

@@ -35,7 +35,9 @@ class Services:
         bus = EventBus(db)
         kernels = KernelStore(settings.kernels, cache_dir(settings.home))
         driver = QemuDriver(cache_dir=cache_dir(settings.home))
-        vms = Orchestrator(db, kernels, driver, bus, run_dir(settings.home))
+        vms = Orchestrator(
+            db, kernels, driver, bus, run_dir(settings.home), cache_dir(settings.home)
+        )
         deployments = DeploymentController(db, vms, bus)
         return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms, deployments)
 

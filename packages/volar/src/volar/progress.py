@@ -12,6 +12,7 @@ POLL_INTERVAL_S = 0.25
 PHASES = (
     ("vmm_spawned", "hypervisor started"),
     ("init_started", "guest init started"),
+    ("root_mounted", "root disk mounted"),
     ("workload_started", "workload started"),
     ("agent_ready", "agent ready"),
     ("workload_healthy", "workload healthy"),

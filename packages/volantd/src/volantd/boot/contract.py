@@ -1,18 +1,22 @@
 """Turning a plugin manifest and a VM's identity into its boot media (DESIGN.md §2-3).
 
 `guest_contract` builds the VM's `/etc/volant/vm.json`; `prepare_initrd` assembles the
-plugin's initramfs, the kernel's modules archive and that contract into the VM's one initrd.
+boot image (the plugin's initramfs, or the volant boot initramfs for a rootfs plugin), the
+kernel's modules archive and that contract into the VM's one initrd. A rootfs plugin's disk
+is the guest's first virtio-blk device, `/dev/vda`, which kestrel mounts and switches to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pluginspec import (
+    AgentListen,
     GuestBoot,
     GuestNetwork,
     GuestWorkload,
@@ -30,6 +34,14 @@ USER_MODE_PREFIX = 24
 USER_MODE_GATEWAY = "10.0.2.2"
 USER_MODE_DNS = "10.0.2.3"
 DEFAULT_CMDLINE = "console=ttyS0 panic=-1 quiet"
+ROOT_DEVICE = "/dev/vda"
+"""The root disk is the first (and, for now, only) disk the VMM attaches."""
+AGENT_GUEST_PORTS = (8080, 18080, 28080, 38080)
+"""The agent's guest port: upstream's 8080, unless the workload uses it (many OCI images serve
+on 8080), then the first of the others the workload does not use."""
+FILESYSTEM_DRIVERS: dict[str, tuple[str, ...]] = {"squashfs": ("squashfs", "overlay")}
+"""Kernel drivers a root filesystem needs (squashfs: kestrel's tmpfs overlay too); any other
+filesystem needs the driver of its own name (ext4 is built into the reference kernel)."""
 
 
 def mac_for(vm_id: str) -> str:
@@ -63,35 +75,61 @@ def guest_contract(
     drivers: Sequence[str] | None = None,
     console_shell: bool = True,
     boot_epoch_ns: int | None = None,
+    agent_port: int | None = None,
 ) -> VMContract:
     """The vm.json of one VM running `manifest` on `kernel`.
 
     `drivers` are the guest drivers its devices need (`HypervisorDriver.guest_drivers`):
-    init loads only their modules; None loads every module the kernel ships.
+    init loads only their modules, plus the root filesystem's for a rootfs plugin; None loads
+    every module the kernel ships. `agent_port`: kestrel's guest port (default:
+    `agent_guest_port(manifest)`).
     """
-    if manifest.rootfs is not None:
-        raise VolantError(
-            f"plugin {manifest.name} boots from a root disk; rootfs plugins land with the OCI "
-            "rootfs work — use an initramfs plugin"
-        )
+    boot = guest_boot(manifest)
+    if drivers is not None and boot.root_fstype is not None:
+        drivers = (*drivers, *filesystem_drivers(boot.root_fstype))
     return VMContract(
         vm=VMIdentity(name=name, id=vm_id),
         hostname=name,
         manifest=manifest,
         workload=GuestWorkload.from_manifest(manifest),
         network=network,
-        boot=GuestBoot(strategy="initramfs"),
+        agent=AgentListen(tcp_port=agent_port or agent_guest_port(manifest)),
+        boot=boot,
         modules=list(kernel.modules if drivers is None else kernel.modules_for(drivers)),
         console_shell=console_shell,
         boot_epoch_ns=boot_epoch_ns if boot_epoch_ns is not None else time.time_ns(),
     )
 
 
+def agent_guest_port(manifest: PluginManifest, exposed: Iterable[int] = ()) -> int:
+    """Where kestrel listens in the guest: 8080 unless the workload's `base_url` or one of its
+    `exposed` guest ports is 8080 (then 18080, ...): a workload that wants the port must not
+    find it taken by the agent."""
+    taken = set(exposed)
+    if manifest.workload is not None and manifest.workload.base_url:
+        url = urlsplit(manifest.workload.base_url)
+        taken.add(url.port or (443 if url.scheme == "https" else 80))
+    return next(port for port in AGENT_GUEST_PORTS if port not in taken)
+
+
+def guest_boot(manifest: PluginManifest) -> GuestBoot:
+    """Stay in the plugin's initramfs, or mount the root disk (`/dev/vda`) and switch to it."""
+    if manifest.rootfs is None:
+        return GuestBoot(strategy="initramfs")
+    return GuestBoot(strategy="rootfs", root_device=ROOT_DEVICE, root_fstype=manifest.rootfs.fstype)
+
+
+def filesystem_drivers(fstype: str) -> tuple[str, ...]:
+    """The kernel drivers mounting a root filesystem of `fstype` takes."""
+    return FILESYSTEM_DRIVERS.get(fstype, (fstype,))
+
+
 def prepare_initrd(
-    run_dir: Path, plugin_initramfs: Path, kernel: KernelEntry, contract: VMContract
+    run_dir: Path, boot_image: Path, kernel: KernelEntry, contract: VMContract
 ) -> Path:
-    """Write the VM's initrd: plugin initramfs + kernel modules + vm.json."""
-    archives = [plugin_initramfs]
+    """Write the VM's initrd: `boot_image` (the plugin's initramfs, or the volant boot
+    initramfs for a rootfs plugin) + kernel modules + vm.json."""
+    archives = [boot_image]
     if kernel.modules_cpio is not None:
         archives.append(kernel.modules_cpio)
     return assemble_initrd(run_dir / "initrd", archives, vm_json_files(contract))

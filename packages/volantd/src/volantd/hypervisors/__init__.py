@@ -3,6 +3,7 @@
 from volantd.hypervisors.base import (
     Accel,
     Capabilities,
+    DiskSpec,
     HypervisorDriver,
     LaunchSpec,
     NetworkMode,
@@ -17,6 +18,7 @@ from volantd.hypervisors.qemu import QemuDriver, VMMError, build_qemu_args
 __all__ = [
     "Accel",
     "Capabilities",
+    "DiskSpec",
     "HypervisorDriver",
     "LaunchSpec",
     "NetworkMode",

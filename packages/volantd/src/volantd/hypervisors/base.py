@@ -46,6 +46,20 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class DiskSpec:
+    """A block device for the guest, in attach order (the first is the guest's ``/dev/vda``).
+
+    ``path`` is a host file in ``format`` (``raw`` or ``qcow2``; a qcow2 file may have a
+    backing chain, which the VMM opens read-only). ``readonly`` disks are never written.
+    """
+
+    path: Path
+    format: str = "raw"
+    readonly: bool = False
+    name: str = "disk"
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a driver needs to run one VM; paths are host paths."""
 
@@ -57,6 +71,7 @@ class LaunchSpec:
     cpus: int = 1
     memory_mb: int = 256
     network: NetworkSpec | None = field(default_factory=NetworkSpec)
+    disks: tuple[DiskSpec, ...] = ()
 
 
 @dataclass(frozen=True)

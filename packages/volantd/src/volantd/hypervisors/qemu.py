@@ -8,6 +8,10 @@ so its sockets have short relative names there:
     serial.log    everything the guest printed on the serial console
     vmm.log       QEMU's own stdout and stderr
     vmm.pid, monitor.pid, exit.json   written by the per-VM monitor (see volantd/vmm_monitor.py)
+
+Disks (`LaunchSpec.disks`) are virtio-blk devices on virtio-mmio, attached in order (the first
+one is the guest's /dev/vda); the files themselves (a per-VM overlay, see volantd.disks) are
+the caller's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from volantd.hypervisors.accel import AccelChoice, choose_accel, kvm_device_usab
 from volantd.hypervisors.base import (
     Accel,
     Capabilities,
+    DiskSpec,
     HypervisorDriver,
     LaunchSpec,
     NetworkMode,
@@ -50,6 +55,7 @@ QMP_SOCKET = "qmp.sock"
 CONSOLE_SOCKET = "console.sock"
 SERIAL_LOG = "serial.log"
 MAX_UNIX_PATH = 107
+DISK_FORMATS = ("raw", "qcow2")
 START_TIMEOUT_S = 15.0
 QMP_TIMEOUT_S = 5.0
 
@@ -107,6 +113,9 @@ def build_qemu_args(
     ]  # fmt: skip
     if spec.initrd is not None:
         args += ["-initrd", str(spec.initrd)]
+    for index, disk in enumerate(spec.disks):
+        args += ["-drive", drive_option(disk, f"disk{index}"),
+                 "-device", f"virtio-blk-device,drive=disk{index}"]  # fmt: skip
     network = spec.network
     if network is not None and network.mode is not NetworkMode.NONE:
         netdev = "user,id=net0"
@@ -119,6 +128,25 @@ def build_qemu_args(
             )
         args += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0,mac={network.mac}"]
     return args
+
+
+def drive_option(disk: DiskSpec, drive_id: str) -> str:
+    """``-drive`` for one disk: no emulated controller (``if=none``), the device is virtio-blk.
+
+    A qcow2 overlay's backing chain is opened read-only by QEMU; ``read-only=on`` makes the
+    disk itself read-only too. ``cache=writeback``: guest flushes reach the host file, which
+    outlives the VMM, so writes survive a restart of the VM.
+    """
+    option = (
+        f"file={_option_value(str(disk.path))},if=none,id={drive_id},format={disk.format},"
+        "cache=writeback"
+    )
+    return option + (",read-only=on" if disk.readonly else ",discard=unmap")
+
+
+def _option_value(value: str) -> str:
+    """A value inside a QEMU ``key=value,...`` option: commas are doubled."""
+    return value.replace(",", ",,")
 
 
 async def wait_for_exit(pid: int, timeout: float) -> bool:
@@ -223,6 +251,14 @@ class QemuDriver(HypervisorDriver):
             raise VMMError(f"kernel {spec.kernel} does not exist: run `volantd kernels fetch`")
         if spec.initrd is not None and not spec.initrd.is_file():
             raise VMMError(f"initrd {spec.initrd} does not exist")
+        for disk in spec.disks:
+            if disk.format not in DISK_FORMATS:
+                raise VMMError(
+                    f"disk {disk.name} of VM {spec.name}: format {disk.format!r} is not one of "
+                    f"{', '.join(DISK_FORMATS)}"
+                )
+            if not disk.path.is_file():
+                raise VMMError(f"disk {disk.name} of VM {spec.name}: {disk.path} does not exist")
         if spec.cpus < 1 or spec.memory_mb < 64:
             raise VMMError(f"VM {spec.name}: needs cpus >= 1 and memory_mb >= 64")
         run_dir = spec.run_dir.resolve()

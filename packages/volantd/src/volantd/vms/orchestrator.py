@@ -22,16 +22,26 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from pluginspec import PluginManifest, VMConfig, parse_vm_config
+from volantd.boot.bootimage import ensure_boot_initramfs
 from volantd.boot.contract import (
+    agent_guest_port,
     guest_contract,
     guest_network,
     kernel_cmdline,
     mac_for,
     prepare_initrd,
 )
+from volantd.disks import root_disk
 from volantd.errors import VolantError
 from volantd.events import EventBus
-from volantd.hypervisors import HypervisorDriver, LaunchSpec, NetworkSpec, PortForward, VMProcess
+from volantd.hypervisors import (
+    DiskSpec,
+    HypervisorDriver,
+    LaunchSpec,
+    NetworkSpec,
+    PortForward,
+    VMProcess,
+)
 from volantd.hypervisors.base import NetworkMode
 from volantd.kernels import KernelStore
 from volantd.store import ConflictError, Database, NotFoundError, VMRecord
@@ -43,7 +53,6 @@ from volantd.vms.ports import candidate_ports
 log = logging.getLogger("volantd.vms")
 T = TypeVar("T")
 
-AGENT_GUEST_PORT = 8080
 DEFAULT_READY_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
 WATCH_INTERVAL_S = 0.2
@@ -84,6 +93,17 @@ class Running:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     watcher: asyncio.Task[None] | None = None
+    boot_error: str | None = None
+    """Why the guest gave up booting (its ``boot_failed`` event), if it did."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A VM's launch spec, its agent's host port, and what preparing it is worth recording."""
+
+    spec: LaunchSpec
+    agent_port: int
+    boot: dict[str, Any] = field(default_factory=dict)
 
 
 class Orchestrator:
@@ -96,12 +116,15 @@ class Orchestrator:
         driver: HypervisorDriver,
         bus: EventBus,
         run_root: Path,
+        cache_root: Path | None = None,
     ) -> None:
         self.db = db
         self.kernels = kernels
         self.driver = driver
         self.bus = bus
         self.run_root = run_root
+        self.cache_root = cache_root or run_root.parent / "cache"
+        """volantd's cache; the boot initramfs of rootfs plugins is built there."""
         self._running: dict[str, Running] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -261,7 +284,8 @@ class Orchestrator:
         await self._set_state(name, states.STARTING, "boot requested", last_error=None, boot=None)
         try:
             config = parse_vm_config((await self._db(self.db.vms.config, name)).config)
-            spec, agent_port = await self._prepare(record, config)
+            prepared = await self._prepare(record, config)
+            spec, agent_port = prepared.spec, prepared.agent_port
             console = ConsoleEvents.from_end(spec.run_dir / "serial.log")  # the log appends
             process = await self.driver.start(spec)
         except BaseException as error:
@@ -270,7 +294,7 @@ class Orchestrator:
             await self._set_state(name, states.CRASHED, f"start failed: {message}",
                                   last_error=message, pid=None, monitor_pid=None)  # fmt: skip
             raise
-        boot = {"vmm_spawned_ms": _ms_since(started), "steps": {}}
+        boot = {**prepared.boot, "vmm_spawned_ms": _ms_since(started), "steps": {}}
         agent_expected = config.manifest.workload is not None
         status = states.STARTING if agent_expected else states.RUNNING
         await self._set_state(
@@ -284,47 +308,75 @@ class Orchestrator:
         self._watch(name, run)
         return run
 
-    async def _prepare(self, record: VMRecord, config: VMConfig) -> tuple[LaunchSpec, int]:
+    async def _prepare(self, record: VMRecord, config: VMConfig) -> Prepared:
         name = record.name
         manifest = config.manifest
+        kind = "rootfs" if manifest.rootfs is not None else "initramfs"
         try:
-            artifact = await self._db(
-                self.db.artifacts.get, config.plugin, manifest.version, "initramfs"
-            )
+            artifact = await self._db(self.db.artifacts.get, config.plugin, manifest.version, kind)
         except NotFoundError:
             artifact = None
         if artifact is None or not Path(artifact.cache_path).is_file():
             raise VMError(
-                f"the initramfs of plugin {config.plugin} {manifest.version} is no longer in "
+                f"the {kind} of plugin {config.plugin} {manifest.version} is no longer in "
                 "the cache; install the plugin again"
             )
         kernel = await self._db(self.kernels.get, config.kernel)
         mode = _network_mode(config)
+        exposed = _exposed(config)
         agent_port = await self._db(self.db.ports.lease, name, "agent", candidate_ports())
-        forwards = [PortForward(agent_port, AGENT_GUEST_PORT)]
-        for expose in _exposed(config):
+        agent_guest = agent_guest_port(manifest, (expose.port for expose in exposed))
+        forwards = [PortForward(agent_port, agent_guest)]
+        for expose in exposed:
             host = await self._db(self.db.ports.lease, name, f"expose:{expose.name or expose.port}",
                                   _preferred(expose.host_port))  # fmt: skip
             forwards.append(PortForward(host, expose.port, expose.protocol))
         run_dir = record.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
+        boot_image, disks, boot = await self._boot_media(
+            name, run_dir, manifest, Path(artifact.cache_path)
+        )
         contract = guest_contract(
             name=name, vm_id=str(record.id), manifest=manifest, kernel=kernel,
+            agent_port=agent_guest,
             network=guest_network("isolated" if mode is NetworkMode.ISOLATED else "user",
                                   record.mac_address),
-            drivers=self.driver.guest_drivers(network=True, disks=len(manifest.disks)),
+            drivers=self.driver.guest_drivers(network=True,
+                                              disks=len(disks) + len(manifest.disks)),
         )  # fmt: skip
-        initrd = await asyncio.to_thread(
-            prepare_initrd, run_dir, Path(artifact.cache_path), kernel, contract
-        )
+        initrd = await asyncio.to_thread(prepare_initrd, run_dir, boot_image, kernel, contract)
         (run_dir / "vm.json").write_text(contract.to_json())
         spec = LaunchSpec(
             name=name, run_dir=run_dir, kernel=kernel.image, initrd=initrd,
             cmdline=kernel_cmdline(config.kernel_cmdline),
             cpus=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
             network=NetworkSpec(mode=mode, mac=record.mac_address, forwards=tuple(forwards)),
+            disks=disks,
         )  # fmt: skip
-        return spec, agent_port
+        return Prepared(spec, agent_port, boot)
+
+    async def _boot_media(
+        self, name: str, run_dir: Path, manifest: PluginManifest, artifact: Path
+    ) -> tuple[Path, tuple[DiskSpec, ...], dict[str, Any]]:
+        """The image the VM's initrd starts with, its disks, and what is worth recording.
+
+        An initramfs plugin boots its own initramfs. A rootfs plugin boots the volant boot
+        initramfs (built on the first such VM) with its cached image as the root disk, behind
+        the VM's own copy-on-write overlay (docs/hypervisors.md).
+        """
+        rootfs = manifest.rootfs
+        if rootfs is None:
+            return artifact, (), {}
+        built = await asyncio.to_thread(ensure_boot_initramfs, self.cache_root)
+        boot: dict[str, Any] = {}
+        if built.built:
+            boot["boot_image_built_ms"] = int(built.built_s * 1000)
+            await self.bus.publish(
+                "VM_STATE", name, status=states.STARTING,
+                message=f"built the boot initramfs in {built.built_s:.1f} s (once per version)",
+            )  # fmt: skip
+        disk = await asyncio.to_thread(root_disk, run_dir, artifact, rootfs.format, rootfs.fstype)
+        return built.path, (disk,), boot
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -354,9 +406,12 @@ class Orchestrator:
         status = await self.driver.status(run.process)
         self._running.pop(name, None)
         await self._db(self.db.ports.release, name)
-        clean = status.state.value == "stopped"
+        clean = status.state.value == "stopped" and run.boot_error is None
         final = states.STOPPED if clean else states.CRASHED
-        detail = "the guest powered off" if clean else f"the VMM died: {status.detail}"
+        if run.boot_error is not None:  # the guest gave up and powered off: a failed boot
+            detail = f"boot failed: {run.boot_error}"
+        else:
+            detail = "the guest powered off" if clean else f"the VMM died: {status.detail}"
         await self._set_state(name, final, detail, pid=None, monitor_pid=None,
                               last_error=None if clean else detail)  # fmt: skip
         run.exited.set()
@@ -383,6 +438,8 @@ class Orchestrator:
             run.agent_ready.set()
         elif kind == "workload_healthy":
             run.workload_healthy.set()
+        elif kind == "boot_failed":
+            run.boot_error = str(event.get("reason") or "the guest reported no reason")
 
     # -- stop, restart, delete --------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class SetupFacts:
     home: str | None
     kernel_fix: str | None  # `volantd kernels fetch [--force]`, None when the kernel is fine
     apt_lists_ready: bool
+    boot_image_ready: bool = True  # volantd's boot initramfs for rootfs plugins is cached
     systemd: bool = False  # --systemd given
     unit_path: Path = DEFAULT_UNIT
     unit_current: str | None = None  # the unit file's content now (None: absent)
@@ -232,11 +233,23 @@ def _systemd_steps(facts: SetupFacts) -> list[Step]:
     return steps
 
 
+def _boot_image_steps(facts: SetupFacts) -> list[Step]:
+    title = "boot initramfs of rootfs plugins"
+    if facts.boot_image_ready:
+        return [Step(StepKind.DONE, title, note="built")]
+    if facts.volantd is None:
+        return [Step(StepKind.SKIP, title, note="volantd is not installed here")]
+    # Built now rather than by the first rootfs VM, which would wait for it.
+    return [Step(StepKind.RUN, f"build the {title}", (facts.volantd, "boot-image", "build"))]
+
+
 def plan_setup(checks: Sequence[Check], facts: SetupFacts) -> list[Step]:
-    """What `volar setup` does, in order: packages, the reference kernel, the systemd unit."""
+    """What `volar setup` does, in order: packages, the reference kernel, the boot initramfs
+    of rootfs plugins, the systemd unit."""
     steps = _package_steps(checks)
     updating = any(step.command[:2] == ("apt-get", "update") for step in steps)
     steps += _kernel_steps(checks, facts, updating)
+    steps += _boot_image_steps(facts)
     if facts.systemd:
         steps += _systemd_steps(facts)
     return steps
@@ -279,6 +292,7 @@ def setup_facts(
         home=home,
         kernel_fix=kernel_fix,
         apt_lists_ready=apt_ready,
+        boot_image_ready=_boot_image_built(report.volantd, env),
         systemd=systemd,
         unit_path=unit_path,
         unit_current=unit_current,
@@ -289,6 +303,16 @@ def setup_facts(
         service_active=active,
         env={k: v for k, v in env.items() if k in UNIT_ENV and v},
     )
+
+
+def _boot_image_built(volantd: str | None, env: Mapping[str, str]) -> bool:
+    """Whether `volantd boot-image path` names a file that exists."""
+    if volantd is None:
+        return False
+    try:
+        return Path(run_tool([volantd, "boot-image", "path"], env).strip()).is_file()
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def systemd_running() -> bool:
