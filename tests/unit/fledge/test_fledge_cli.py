@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from fledge.cli import StepDisplay
+from fledge.oci.image import TransferProgress
 
 FLEDGE = Path(sys.executable).parent / "fledge"
 CUSTOM = 'version = "1"\nstrategy = "initramfs"\n[init]\npath = "./my-init"\n'
@@ -135,3 +140,18 @@ def test_validate_exit_codes(project: Path, cache_dir: Path) -> None:
     assert bad.returncode == 1
     assert "bad.fledge.toml: invalid (fledge-config): 1 error" in bad.stderr
     assert "unsupported config version '2', expected '1'" in bad.stderr
+
+
+def test_the_build_display_shows_each_download_with_its_bytes() -> None:
+    """`fledge build` gives every layer being pulled a line that counts its bytes."""
+    output = io.StringIO()
+    with StepDisplay(Console(file=output, width=100)) as display:
+        assert isinstance(display, TransferProgress)  # what fetch_image looks for
+        display.step("fetch example:latest")
+        display.transfer("sha256:0123456789ab", 1 << 20, 3 << 20)
+        display.transfer("sha256:ba9876543210", 512, None)
+        display.transfer("sha256:0123456789ab", 3 << 20, 3 << 20)
+    shown = output.getvalue()
+    assert "sha256:0123456789ab 3.0 MiB of 3.0 MiB" in shown
+    assert "sha256:ba9876543210 512 B" in shown
+    assert shown.count("sha256:0123456789ab") == 1  # one line per blob, updated in place

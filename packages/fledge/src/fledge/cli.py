@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -75,6 +76,8 @@ class StepDisplay:
         )
         self.current: TaskID | None = None
         self.started = time.monotonic()
+        self.transfers: dict[str, TaskID] = {}
+        self.transfer_lock = threading.Lock()
 
     def __enter__(self) -> StepDisplay:
         self.progress.start()
@@ -100,6 +103,21 @@ class StepDisplay:
 
     def note(self, message: str) -> None:
         self.progress.console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+    def transfer(self, blob: str, done: int, total: int | None) -> None:
+        """A line per downloading blob, under the current step (called from worker threads)."""
+        with self.transfer_lock:
+            task = self.transfers.get(blob)
+            if task is None:
+                task = self.progress.add_task("", total=None, took="", mark="")
+                self.transfers[blob] = task
+        size = f"{_size(done)} of {_size(total)}" if total else _size(done)
+        finished = total is not None and done >= total
+        self.progress.update(
+            task,
+            description=f"  [dim]{blob}[/] {size}",
+            mark="[green]↓[/]" if finished else "",
+        )
 
 
 def _size(count: int) -> str:
