@@ -7,6 +7,7 @@ once the event loop runs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import NamedTuple
@@ -42,6 +43,7 @@ def start_workload(
         identity = None
         if workload.user is not None:
             identity = resolve_user(workload.user, passwd=passwd, group=group)
+        _ensure_workdir(workload.workdir, console)
         process = spawn(
             workload.argv,
             env=program_environment(workload.env, identity),
@@ -54,6 +56,17 @@ def start_workload(
         console.log(f"workload: cannot start: {error}")
         return StartResult(None, str(error), now_ms, now)
     return StartResult(process, None, now_ms, now)
+
+
+def _ensure_workdir(path: str, console: Console) -> None:
+    """Create a missing working directory, as ``docker run`` does (owned by root, 0755)."""
+    if os.path.isdir(path):
+        return
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    except OSError as error:
+        raise KestrelError(f"working directory {path} is missing: {error.strerror}") from None
+    console.log(f"workload: created the missing working directory {path}")
 
 
 def announce_start(console: Console, started: StartResult, restarts: int) -> None:
