@@ -59,7 +59,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture(scope="module")
 def daemon(home: Path, daemon_env: dict[str, str]) -> Iterator[Volantd]:
-    with running_volantd(home, env=daemon_env) as running:
+    """volantd; VMs a failing test leaves behind stop with it."""
+    with running_volantd(home, "--stop-vms-on-exit", env=daemon_env) as running:
         yield running
 
 

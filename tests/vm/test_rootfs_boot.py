@@ -114,7 +114,10 @@ def daemon(home: Path, daemon_env: dict[str, str], images: dict[str, Path]) -> I
             "garbage", images["garbage"], workload={"entrypoint": ["/bin/true"]}
         ),
     }  # fmt: skip
-    with running_volantd(home, env=daemon_env) as running, running.client() as client:
+    with (
+        running_volantd(home, "--stop-vms-on-exit", env=daemon_env) as running,
+        running.client() as client,
+    ):
         for manifest in manifests.values():
             installed = client.post("/api/v1/plugins", json=manifest)
             assert installed.status_code == 201, installed.text
