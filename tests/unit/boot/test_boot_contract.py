@@ -17,6 +17,7 @@ from volantd.boot.contract import (
     guest_network,
     mac_for,
     prepare_initrd,
+    virtio_disk_device,
 )
 from volantd.errors import VolantError
 from volantd.hypervisors import QemuDriver
@@ -187,3 +188,35 @@ def test_initrd_is_plugin_then_modules_then_vm_json_all_uncompressed(
     (run_dir / "last.cpio").write_bytes(data)
     vm_json = cpio_files(run_dir / "last.cpio")["/etc/volant/vm.json"]
     assert json.loads(vm_json)["vm"]["name"] == "web-1"
+
+
+def test_a_rootfs_plugins_disks_follow_the_root_disk_in_list_order(tmp_path: Path):
+    manifest = json.loads(json.dumps(ROOTFS_MANIFEST))
+    manifest["disks"] = [
+        {"name": "data", "source": "/d.img", "fstype": "ext4", "mount": "/data"},
+        {"name": "ro", "source": "/r.img", "fstype": "squashfs", "mount": "/ro"},
+        {"name": "raw", "source": "/x.img"},
+    ]
+    contract = guest_contract(
+        name="disk-1", vm_id="0002", manifest=parse_manifest(manifest),
+        kernel=kernel(tmp_path, None), network=guest_network("user", mac_for("0002")),
+    )  # fmt: skip
+    assert [disk.model_dump() for disk in contract.disks] == [
+        {"name": "data", "device": "/dev/vdb", "fstype": "ext4", "mount": "/data",
+         "readonly": False},
+        {"name": "ro", "device": "/dev/vdc", "fstype": "squashfs", "mount": "/ro",
+         "readonly": True},
+        {"name": "raw", "device": "/dev/vdd", "fstype": None, "mount": None, "readonly": False},
+    ]  # fmt: skip
+    initramfs = guest_contract(
+        name="web-1", vm_id="1", manifest=parse_manifest({**MANIFEST, "disks": manifest["disks"]}),
+        kernel=kernel(tmp_path, None), network=guest_network("user", mac_for("1")),
+    )  # fmt: skip
+    assert [disk.device for disk in initramfs.disks] == ["/dev/vda", "/dev/vdb", "/dev/vdc"]
+
+
+@pytest.mark.parametrize(
+    ("index", "device"), [(0, "/dev/vda"), (25, "/dev/vdz"), (26, "/dev/vdaa"), (27, "/dev/vdab")]
+)
+def test_virtio_disk_names_follow_the_kernels_scheme(index: int, device: str):
+    assert virtio_disk_device(index) == device

@@ -96,6 +96,16 @@ class Boot(NamedTuple):
     root_fstype: str | None = None
 
 
+class Disk(NamedTuple):
+    """An extra disk: the guest ``device`` it is, and where (``mount``) to mount it, if at all."""
+
+    name: str
+    device: str
+    fstype: str | None
+    mount: str | None
+    readonly: bool
+
+
 class Action(NamedTuple):
     """A manifest action: ``method /v1<path>`` is proxied to the workload with a deadline."""
 
@@ -119,6 +129,7 @@ class VMConfig(NamedTuple):
     boot_epoch_ns: int
     actions: tuple[Action, ...] = ()
     boot: Boot = Boot()
+    disks: tuple[Disk, ...] = ()
 
 
 def load_config(path: str) -> VMConfig:
@@ -161,6 +172,7 @@ def parse_config(document: Any, *, source: str = "vm.json") -> VMConfig:
         boot_epoch_ns=top.get("boot_epoch_ns", int, 0),
         actions=_actions(top.optional_object("manifest")),
         boot=_boot(top.optional_object("boot")),
+        disks=_disks(top, source),
     )
 
 
@@ -185,6 +197,31 @@ def _boot(section: _Object | None) -> Boot:
             "root_fstype", f"must be one of {', '.join(ROOT_FILESYSTEMS)} (got {fstype!r})"
         )
     return Boot(strategy, device, fstype)
+
+
+def _disks(top: _Object, source: str) -> tuple[Disk, ...]:
+    disks = []
+    for index, item in enumerate(top.get("disks", list, [])):
+        entry = _Object(item, top.child(f"disks[{index}]"), source)
+        device = entry.get("device", str)
+        if not device.startswith("/dev/"):
+            raise entry.problem("device", f"must be a device path like /dev/vdb (got {device!r})")
+        mount = entry.get("mount", str, None)
+        if mount is not None and not mount.startswith("/"):
+            raise entry.problem("mount", f"must be an absolute path (got {mount!r})")
+        fstype = entry.get("fstype", str, None)
+        if mount is not None and fstype is None:
+            raise entry.problem("fstype", "is required to mount the disk")
+        disks.append(
+            Disk(
+                name=entry.get("name", str),
+                device=device,
+                fstype=fstype,
+                mount=mount,
+                readonly=entry.get("readonly", bool, False),
+            )
+        )
+    return tuple(disks)
 
 
 def parse_signal(value: str | int) -> int:

@@ -196,6 +196,10 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
         network = configure_network(config.network)
         for problem in network.errors:
             console.log(f"network: {problem}")
+        if config.disks:
+            from .disks import mount_disks
+
+            mount_disks(config.disks, console.log)  # a failure is a boot failure
     from .listeners import open_listeners
 
     try:

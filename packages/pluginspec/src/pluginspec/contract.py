@@ -23,6 +23,7 @@ from .manifest import (
     FsTypeField,
     HealthCheck,
     IPv4,
+    MountPoint,
     NetworkModeField,
     PluginManifest,
     RestartPolicy,
@@ -176,6 +177,26 @@ class GuestBoot(SpecModel):
         return self
 
 
+class GuestDisk(SpecModel):
+    """A manifest disk as the guest sees it: the device it appears as, and where to mount it.
+
+    volantd attaches the disks after the root disk in manifest order; ``device`` is the name
+    the guest kernel gives it (``/dev/vdb``, ...). ``mount`` null: the agent leaves it alone.
+    """
+
+    name: Text
+    device: GuestPath
+    fstype: FsTypeField | None = None
+    mount: MountPoint | None = None
+    readonly: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.mount is not None and self.fstype is None:
+            fail("fstype is required to mount the disk")
+        return self
+
+
 def _contract_version(value: Any) -> Any:
     if value != CONTRACT_VERSION or isinstance(value, bool):
         fail(f"unsupported contract version {describe(value)}: this reader understands 1")
@@ -204,6 +225,9 @@ class VMContract(SpecModel):
     network: GuestNetwork
     agent: AgentListen = Field(default_factory=AgentListen)
     boot: GuestBoot
+    disks: list[GuestDisk] = Field(
+        default_factory=list, description="Disks after the root disk, in attach order."
+    )
     modules: Annotated[list[GuestPath], AfterValidator(_modules)] = Field(
         default_factory=list, description="Kernel modules to load, in order (paths in the guest)."
     )

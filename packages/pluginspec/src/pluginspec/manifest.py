@@ -311,21 +311,111 @@ class RootFS(SpecModel):
         return _split_format(data)
 
 
+_DISK_SIZE = re.compile(r"([1-9][0-9]*)([KMGT]?)")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIN_DISK_SIZE = 1 << 20
+"""Smallest new empty disk (1 MiB): room for an ext4 filesystem."""
+MAX_DISK_SIZE = 16 << 40
+NEW_DISK_FILESYSTEMS = ("ext4",)
+"""What volantd can format a new empty disk with (``mkfs.ext4``, no root needed)."""
+RESERVED_MOUNTS = ("/", "/dev", "/proc", "/sys", "/run", "/etc", "/etc/volant")
+
+
+def size_bytes(text: str) -> int:
+    """A disk size like ``512M`` or ``1G`` (binary units; no unit: bytes) in bytes."""
+    match = _DISK_SIZE.fullmatch(text.strip().upper().removesuffix("IB").removesuffix("B"))
+    if not match:
+        raise ValueError(f"not a size like 512M or 1G: {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _disk_size(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return value  # the str type reports it
+    try:
+        size = size_bytes(value)
+    except ValueError:
+        fail(f"must be a size like 512M, 1G or 2T (binary units; got {quote(value)})")
+    if not MIN_DISK_SIZE <= size <= MAX_DISK_SIZE:
+        fail(f"must be between 1M and 16T (got {quote(value)})")
+    return value.strip().upper()
+
+
+def _mount_point(value: str) -> str:
+    path = os.path.normpath(value)
+    if path in RESERVED_MOUNTS:
+        fail(f"{quote(value)} is where the guest keeps its own files; mount the disk elsewhere")
+    return path
+
+
+DiskSize = Annotated[str, BeforeValidator(_disk_size)]
+"""A disk size: digits and an optional K, M, G or T (binary units), e.g. ``512M``."""
+MountPoint = Annotated[GuestPath, AfterValidator(_mount_point)]
+
+
 class Disk(SpecModel):
-    """An extra disk attached after the root disk, in list order."""
+    """An extra disk attached after the root disk, in list order (``/dev/vdb``, ...).
+
+    The disk's content comes from ``source`` (an image, cached and checked like the other
+    artifacts; every VM writes to its own copy-on-write overlay unless ``readonly``) or, with
+    no ``source``, is a new empty disk of ``size`` that volantd formats with ``fstype`` (ext4)
+    for each VM. The guest agent mounts a disk with a ``mount`` path there before the
+    workload starts (read-only for ``readonly`` disks and squashfs).
+    """
 
     name: Key
-    source: ArtifactURL
+    source: ArtifactURL | None = Field(None, description="Image URL or path; null: new disk.")
     checksum: Checksum | None = None
     format: DiskFormatField = "raw"
-    fstype: FsTypeField | None = None
+    fstype: FsTypeField | None = Field(
+        None, description="Filesystem on the disk; needed to mount it or format a new disk."
+    )
     readonly: bool = False
+    size: DiskSize | None = Field(
+        None, description="New empty disk (no source): its size, e.g. 1G."
+    )
+    mount: MountPoint | None = Field(
+        None, description="Where the guest mounts the disk; null: not mounted."
+    )
     target: Text | None = Field(None, description="Informational, as upstream.")
 
     @model_validator(mode="before")
     @classmethod
     def _filesystem_as_format(cls, data: Any) -> Any:
         return _split_format(data)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        problems = Problems()
+        if self.source is None:
+            if self.size is None:
+                problems.add("source", "give an image (source) or the size of a new empty disk")
+            if self.checksum is not None:
+                problems.add("checksum", "needs a source image to check")
+            if self.fstype is None:
+                problems.add("fstype", "is required for a new empty disk (the filesystem to make)")
+            elif self.fstype not in NEW_DISK_FILESYSTEMS:
+                problems.add(
+                    "fstype",
+                    f"new empty disks are formatted as ext4; {self.fstype} needs a source image",
+                )
+            if self.format != "raw":
+                problems.add("format", "a new empty disk is a sparse raw file: leave format raw")
+            if self.readonly:
+                problems.add("readonly", "a new empty disk that cannot be written is of no use")
+        elif self.size is not None:
+            problems.add("size", "is for new empty disks; a disk with a source has its size")
+        if self.mount is not None and self.fstype is None:
+            problems.add("fstype", "is required to mount the disk (mount is set)")
+        problems.raise_if_any()
+        return self
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the guest sees the disk read-only: ``readonly``, or a squashfs."""
+        return self.readonly or self.fstype == "squashfs"
 
 
 # --- cloud-init ----------------------------------------------------------------------------
@@ -590,6 +680,7 @@ class PluginManifest(SpecModel):
     def _unique_disks(cls, value: list[Disk]) -> list[Disk]:
         problems = Problems()
         seen: dict[str, int] = {}
+        mounts: dict[str, str] = {}
         for i, disk in enumerate(value):
             if disk.name in seen:
                 problems.add(
@@ -597,6 +688,13 @@ class PluginManifest(SpecModel):
                     f"duplicate disk name {quote(disk.name)} (also [{seen[disk.name]}])",
                 )
             seen.setdefault(disk.name, i)
+            if disk.mount is not None and disk.mount in mounts:
+                problems.add(
+                    (i, "mount"),
+                    f"disk {quote(mounts[disk.mount])} is mounted at {quote(disk.mount)} already",
+                )
+            if disk.mount is not None:
+                mounts.setdefault(disk.mount, disk.name)
         problems.raise_if_any()
         return value
 

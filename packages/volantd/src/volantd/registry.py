@@ -52,6 +52,8 @@ def manifest_artifacts(manifest: PluginManifest) -> list[Artifact]:
         rootfs = manifest.rootfs
         found.append(Artifact("rootfs", "rootfs", rootfs.url, rootfs.checksum, rootfs.format))
     for disk in manifest.disks:
+        if disk.source is None:  # a new empty disk, made per VM
+            continue
         found.append(Artifact(f"disk:{disk.name}", "disk", disk.source, disk.checksum, disk.format))
     if manifest.openapi and not manifest.openapi.startswith(("http://", "https://")):
         # a file on the installing host: kept now, so serving it never reads host files

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pluginspec import (
     AgentListen,
     GuestBoot,
+    GuestDisk,
     GuestNetwork,
     GuestWorkload,
     PluginManifest,
@@ -35,7 +36,7 @@ USER_MODE_GATEWAY = "10.0.2.2"
 USER_MODE_DNS = "10.0.2.3"
 DEFAULT_CMDLINE = "console=ttyS0 panic=-1 quiet"
 ROOT_DEVICE = "/dev/vda"
-"""The root disk is the first (and, for now, only) disk the VMM attaches."""
+"""The root disk is the first disk the VMM attaches; the manifest's disks follow it."""
 AGENT_GUEST_PORTS = (8080, 18080, 28080, 38080)
 """The agent's guest port: upstream's 8080, unless the workload uses it (many OCI images serve
 on 8080), then the first of the others the workload does not use."""
@@ -85,8 +86,11 @@ def guest_contract(
     `agent_guest_port(manifest)`).
     """
     boot = guest_boot(manifest)
-    if drivers is not None and boot.root_fstype is not None:
-        drivers = (*drivers, *filesystem_drivers(boot.root_fstype))
+    disks = guest_disks(manifest)
+    if drivers is not None:
+        fstypes = [boot.root_fstype, *(disk.fstype for disk in disks if disk.mount)]
+        for fstype in dict.fromkeys(fstype for fstype in fstypes if fstype is not None):
+            drivers = (*drivers, *filesystem_drivers(fstype))
     return VMContract(
         vm=VMIdentity(name=name, id=vm_id),
         hostname=name,
@@ -95,6 +99,7 @@ def guest_contract(
         network=network,
         agent=AgentListen(tcp_port=agent_port or agent_guest_port(manifest)),
         boot=boot,
+        disks=disks,
         modules=list(kernel.modules if drivers is None else kernel.modules_for(drivers)),
         console_shell=console_shell,
         boot_epoch_ns=boot_epoch_ns if boot_epoch_ns is not None else time.time_ns(),
@@ -117,6 +122,31 @@ def guest_boot(manifest: PluginManifest) -> GuestBoot:
     if manifest.rootfs is None:
         return GuestBoot(strategy="initramfs")
     return GuestBoot(strategy="rootfs", root_device=ROOT_DEVICE, root_fstype=manifest.rootfs.fstype)
+
+
+def guest_disks(manifest: PluginManifest) -> list[GuestDisk]:
+    """The manifest's disks as the guest sees them: after the root disk, in list order."""
+    first = 0 if manifest.rootfs is None else 1
+    return [
+        GuestDisk(
+            name=disk.name,
+            device=virtio_disk_device(first + index),
+            fstype=disk.fstype,
+            mount=disk.mount,
+            readonly=disk.read_only,
+        )
+        for index, disk in enumerate(manifest.disks)
+    ]
+
+
+def virtio_disk_device(index: int) -> str:
+    """The guest's name for its ``index``-th virtio disk: /dev/vda, ..., /dev/vdz, /dev/vdaa."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return f"/dev/vd{letters}"
 
 
 def filesystem_drivers(fstype: str) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
-"""Guest disks: the root disk of a rootfs plugin, as a per-VM copy-on-write overlay."""
+"""Guest disks: a rootfs plugin's root disk and a plugin's extra disks, as per-VM files."""
 
+from volantd.disks.data import data_disk, data_disks, empty_disk_path, overlay_path
 from volantd.disks.overlay import (
     OVERLAY_NAME,
     DiskError,
@@ -8,4 +9,14 @@ from volantd.disks.overlay import (
     root_disk,
 )
 
-__all__ = ["OVERLAY_NAME", "DiskError", "create_overlay", "qcow2_backing", "root_disk"]
+__all__ = [
+    "OVERLAY_NAME",
+    "DiskError",
+    "create_overlay",
+    "data_disk",
+    "data_disks",
+    "empty_disk_path",
+    "overlay_path",
+    "qcow2_backing",
+    "root_disk",
+]

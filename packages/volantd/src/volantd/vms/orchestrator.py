@@ -31,7 +31,7 @@ from volantd.boot.contract import (
     mac_for,
     prepare_initrd,
 )
-from volantd.disks import root_disk
+from volantd.disks import data_disks, root_disk
 from volantd.errors import VolantError
 from volantd.events import EventBus
 from volantd.hypervisors import (
@@ -336,13 +336,13 @@ class Orchestrator:
         boot_image, disks, boot = await self._boot_media(
             name, run_dir, manifest, Path(artifact.cache_path)
         )
+        disks += await self._data_disks(run_dir, config)
         contract = guest_contract(
             name=name, vm_id=str(record.id), manifest=manifest, kernel=kernel,
             agent_port=agent_guest,
             network=guest_network("isolated" if mode is NetworkMode.ISOLATED else "user",
                                   record.mac_address),
-            drivers=self.driver.guest_drivers(network=True,
-                                              disks=len(disks) + len(manifest.disks)),
+            drivers=self.driver.guest_drivers(network=True, disks=len(disks)),
         )  # fmt: skip
         initrd = await asyncio.to_thread(prepare_initrd, run_dir, boot_image, kernel, contract)
         (run_dir / "vm.json").write_text(contract.to_json())
@@ -377,6 +377,22 @@ class Orchestrator:
             )  # fmt: skip
         disk = await asyncio.to_thread(root_disk, run_dir, artifact, rootfs.format, rootfs.fstype)
         return built.path, (disk,), boot
+
+    async def _data_disks(self, run_dir: Path, config: VMConfig) -> tuple[DiskSpec, ...]:
+        """The manifest's extra disks for this VM, after the root disk (docs/hypervisors.md)."""
+        manifest = config.manifest
+        images: dict[str, Path] = {}
+        for disk in manifest.disks:
+            if disk.source is None:
+                continue
+            try:
+                record = await self._db(
+                    self.db.artifacts.get, config.plugin, manifest.version, f"disk:{disk.name}"
+                )
+            except NotFoundError:
+                continue  # data_disks says the image is missing
+            images[disk.name] = Path(record.cache_path)
+        return await asyncio.to_thread(data_disks, run_dir, manifest.disks, images)
 
     # -- watching ---------------------------------------------------------------------------
 
