@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
-import time
 from collections.abc import Callable, Iterable
 
 from .config import Disk
 from .errors import KestrelError
-from .system import MS_RDONLY
+from .system import MS_RDONLY, DeviceWaitError, wait_for_block_device
 from .system import mount as _mount
 
 DEVICE_TIMEOUT_S = 10.0
@@ -31,20 +29,15 @@ class DiskMountError(KestrelError):
 
 def wait_for_disk(disk: Disk, timeout_s: float = DEVICE_TIMEOUT_S, poll_s: float = 0.01) -> None:
     """Wait until the disk's device is a block device; DiskMountError on timeout."""
-    started = time.monotonic()
-    while True:
-        try:
-            if stat.S_ISBLK(os.stat(disk.device).st_mode):
-                return
-            raise DiskMountError(f"disk {disk.name}: {disk.device} is not a block device")
-        except FileNotFoundError:
-            pass
-        if time.monotonic() - started >= timeout_s:
-            raise DiskMountError(
-                f"disk {disk.name}: {disk.device} did not appear within {timeout_s:g} s "
-                "(virtio_blk not loaded, or fewer disks attached than vm.json lists)"
-            )
-        time.sleep(poll_s)
+    try:
+        wait_for_block_device(disk.device, timeout_s, poll_s)
+    except DeviceWaitError as error:
+        if error.appeared:
+            raise DiskMountError(f"disk {disk.name}: {disk.device} is not a block device") from None
+        raise DiskMountError(
+            f"disk {disk.name}: {disk.device} did not appear within {timeout_s:g} s "
+            "(virtio_blk not loaded, or fewer disks attached than vm.json lists)"
+        ) from None
 
 
 def mount_disk(disk: Disk, mount: MountFunction = _mount) -> None:

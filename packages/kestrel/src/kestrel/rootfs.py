@@ -32,7 +32,6 @@ import errno
 import os
 import stat
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, NoReturn
 
@@ -47,7 +46,9 @@ from .system import (
     MS_NOSUID,
     MS_RDONLY,
     MS_REMOUNT,
+    DeviceWaitError,
     unmount,
+    wait_for_block_device,
 )
 from .system import mount as _mount
 
@@ -127,20 +128,15 @@ def root_mounts(
 
 def wait_for_device(path: str, timeout_s: float, poll_s: float = 0.01) -> float:
     """Wait until ``path`` is a block device; the seconds waited. RootfsError on timeout."""
-    started = time.monotonic()
-    while True:
-        try:
-            if stat.S_ISBLK(os.stat(path).st_mode):
-                return time.monotonic() - started
-            raise RootfsError(f"root device {path} exists but is not a block device")
-        except FileNotFoundError:
-            pass
-        if time.monotonic() - started >= timeout_s:
-            raise RootfsError(
-                f"root device {path} did not appear within {timeout_s:g} s: the VM has no root "
-                "disk attached, or the kernel has no driver for it (virtio_blk not loaded?)"
-            )
-        time.sleep(poll_s)
+    try:
+        return wait_for_block_device(path, timeout_s, poll_s)
+    except DeviceWaitError as error:
+        if error.appeared:
+            raise RootfsError(f"root device {path} exists but is not a block device") from None
+        raise RootfsError(
+            f"root device {path} did not appear within {timeout_s:g} s: the VM has no root "
+            "disk attached, or the kernel has no driver for it (virtio_blk not loaded?)"
+        ) from None
 
 
 def mount_error(step: Mount, error: OSError) -> RootfsError:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from typing import TYPE_CHECKING
+
+from .errors import KestrelError
 
 if TYPE_CHECKING:
     import ctypes
@@ -107,3 +110,27 @@ def power_off() -> None:
     if not is_pid1():
         raise RuntimeError("power_off() is only for PID 1")
     _reboot(_RB_POWER_OFF)
+
+
+class DeviceWaitError(KestrelError):
+    """A device did not become usable: ``appeared`` tells a timeout from a wrong file type."""
+
+    def __init__(self, path: str, appeared: bool) -> None:
+        super().__init__(path)
+        self.appeared = appeared
+
+
+def wait_for_block_device(path: str, timeout_s: float, poll_s: float = 0.01) -> float:
+    """Wait until ``path`` is a block device (the kernel probes disks asynchronously);
+    the seconds waited. DeviceWaitError when it is something else, or on timeout."""
+    started = time.monotonic()
+    while True:
+        try:
+            if stat.S_ISBLK(os.stat(path).st_mode):
+                return time.monotonic() - started
+            raise DeviceWaitError(path, appeared=True)
+        except FileNotFoundError:
+            pass
+        if time.monotonic() - started >= timeout_s:
+            raise DeviceWaitError(path, appeared=False)
+        time.sleep(poll_s)

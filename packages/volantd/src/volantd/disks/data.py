@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pluginspec import Disk
 from pluginspec.manifest import size_bytes
-from volantd.disks.overlay import DiskError, create_overlay, qcow2_backing
+from volantd.disks.overlay import DiskError, ensure_overlay
 from volantd.hosttools import require_tool
 from volantd.hypervisors.base import DiskSpec
 
@@ -63,17 +63,7 @@ def data_disk(run_dir: Path, disk: Disk, image: Path | None) -> DiskSpec:
     if disk.read_only:
         return DiskSpec(image, disk.format, readonly=True, name=name)
     overlay = overlay_path(run_dir, disk)
-    if overlay.is_file():
-        backing = qcow2_backing(overlay)
-        if backing is not None and not Path(backing).is_file():
-            raise DiskError(
-                f"disk {disk.name} ({overlay}) is an overlay of {backing}, which is no longer in "
-                "the artifact cache; reinstall the plugin version this VM was created from, or "
-                "delete the VM and create it again"
-            )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        create_overlay(overlay, image, disk.format)
+    ensure_overlay(overlay, image, disk.format, f"disk {disk.name} ({overlay})")
     return DiskSpec(overlay, "qcow2", name=name)
 
 

@@ -79,15 +79,21 @@ def root_disk(run_dir: Path, image: Path, image_format: str, fstype: str) -> Dis
     if fstype in READ_ONLY_FILESYSTEMS:
         return DiskSpec(image, image_format, readonly=True, name="root")
     overlay = run_dir / OVERLAY_NAME
-    if overlay.is_file():
-        backing = qcow2_backing(overlay)
-        if backing is not None and not Path(backing).is_file():
-            raise DiskError(
-                f"the root disk {overlay} is an overlay of {backing}, which is no longer in the "
-                "artifact cache; reinstall the plugin version this VM was created from, or "
-                "delete the VM and create it again"
-            )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        create_overlay(overlay, image, image_format)
+    ensure_overlay(overlay, image, image_format, f"the root disk {overlay}")
     return DiskSpec(overlay, "qcow2", name="root")
+
+
+def ensure_overlay(overlay: Path, image: Path, image_format: str, what: str) -> None:
+    """Create ``overlay`` over ``image`` on a VM's first start; on later starts keep it, as
+    long as the image it was made from is still cached (``what`` names it in the error)."""
+    if not overlay.is_file():
+        overlay.parent.mkdir(parents=True, exist_ok=True)
+        create_overlay(overlay, image, image_format)
+        return
+    backing = qcow2_backing(overlay)
+    if backing is not None and not Path(backing).is_file():
+        raise DiskError(
+            f"{what} is an overlay of {backing}, which is no longer in the artifact cache; "
+            "reinstall the plugin version this VM was created from, or delete the VM and "
+            "create it again"
+        )
