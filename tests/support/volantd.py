@@ -27,11 +27,16 @@ class Volantd:
     log: Path
     process: subprocess.Popen[bytes]
     api_key: str | None = None
+    socket: Path | None = None
+    """The unix socket it listens on instead of `url` (a daemon in a network namespace)."""
 
     def client(self, *, api_key: str | None = None, timeout: float = 60) -> httpx.Client:
         key = api_key if api_key is not None else self.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        transport = httpx.HTTPTransport(uds=str(self.socket)) if self.socket else None
+        return httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -60,29 +65,45 @@ def volantd_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
 
 @contextmanager
 def running_volantd(
-    home: Path, *args: str, env: Mapping[str, str] | None = None, api_key: str | None = None
+    home: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
+    netns: str | None = None,
 ) -> Iterator[Volantd]:
-    """Start `volantd serve --listen 127.0.0.1:<free port>` and wait until /healthz answers."""
-    port = free_port()
+    """Start `volantd serve --listen 127.0.0.1:<free port>` and wait until /healthz answers.
+
+    With `netns`, volantd runs inside that network namespace and listens on a unix socket in
+    its home (the test's loopback cannot reach the namespace's).
+    """
     home.mkdir(parents=True, exist_ok=True)
     log = home / "volantd.log"
     extra = dict(env or {})
     if api_key:
         extra["VOLANT_API_KEY"] = api_key
+    if netns is None:
+        port = free_port()
+        url, socket, listen = f"http://127.0.0.1:{port}", None, ["--listen", f"127.0.0.1:{port}"]
+        prefix: list[str] = []
+    else:
+        socket = home / "volantd.sock"
+        url, listen = "http://volantd", ["--socket", str(socket)]
+        prefix = ["ip", "netns", "exec", netns]
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [str(VOLANTD), "serve", "--listen", f"127.0.0.1:{port}", *args],
+            [*prefix, str(VOLANTD), "serve", *listen, *args],
             env=volantd_env(home, extra),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    daemon = Volantd(f"http://127.0.0.1:{port}", home, log, process, api_key)
+    daemon = Volantd(url, home, log, process, api_key, socket)
 
     def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"volantd exited with {process.returncode}:\n{daemon.logs()}")
         try:
-            return httpx.get(f"{daemon.url}/healthz", timeout=2).status_code == 200
+            with daemon.client(timeout=2) as client:
+                return client.get("/healthz").status_code == 200
         except httpx.TransportError:
             return False
 

@@ -36,6 +36,11 @@ GUEST_DRIVERS = (
     "vmw_vsock_virtio_transport.ko",
     "overlay.ko",
     "squashfs.ko",
+    "isofs.ko",  # cloud-init seeds
+    "vfat.ko",
+    "fat.ko",
+    "nls_cp437.ko",
+    "nls_ascii.ko",
 )
 
 

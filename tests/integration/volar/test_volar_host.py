@@ -50,14 +50,18 @@ def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def host_tools_path(tmp_path: Path) -> str:
-    """A PATH with links to this host's QEMU, busybox and compiler only (no apt, no systemctl)."""
+    """A PATH with links to this host's QEMU, busybox, compiler, ip and the optional tools setup
+    installs (nft, dnsmasq, mkfs.fat, mcopy) only: no apt, no systemctl."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for tool in ("qemu-system-x86_64", "busybox", "cc", "gcc"):
+    for tool in ("qemu-system-x86_64", "busybox", "cc", "gcc", "ip"):
         found = shutil.which(tool)
         if found is None:
             pytest.skip(f"this host has no {tool}")
         (folder / tool).symlink_to(found)
+    for tool in ("nft", "dnsmasq", "mkfs.fat", "mcopy"):
+        if found := shutil.which(tool):
+            (folder / tool).symlink_to(found)
     return str(folder)
 
 
@@ -172,9 +176,11 @@ def test_setup_stops_at_the_first_failure_with_its_stderr(
     assert "Setup complete." not in result.stdout
 
 
-def test_setup_refuses_bridge() -> None:
-    result = run([str(VOLAR), "setup", "--bridge", "--dry-run"])
-    assert result.returncode == 2 and "not available yet" in result.stderr
+def test_setup_teardown_without_a_record_has_nothing_to_do(tmp_path: Path) -> None:
+    # (the real --bridge and --teardown run in network namespaces: test_volar_bridge.py)
+    result = run([str(VOLAR), "setup", "--teardown", "-y"], {"VOLANT_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to tear down" in result.stdout and os.listdir(tmp_path) == []
 
 
 def test_volantd_host_check_honours_volant_accel() -> None:

@@ -13,6 +13,7 @@ from pluginspec.cpio import CpioEntry, cpio_bytes, write_cpio
 from support.archives import cpio_files
 from volantd.boot.contract import (
     agent_guest_port,
+    filesystem_drivers,
     guest_contract,
     guest_network,
     mac_for,
@@ -128,6 +129,23 @@ def test_a_squashfs_root_also_loads_squashfs_and_overlayfs(tmp_path: Path):
     document = rootfs_contract(tmp_path, fstype="squashfs")
     assert document["boot"]["root_fstype"] == "squashfs"
     assert {"virtio_blk", "squashfs", "overlay"} <= set(names(document["modules"]))
+
+
+def test_cloud_init_seeds_need_their_filesystem_and_the_vfat_character_sets(tmp_path: Path):
+    assert filesystem_drivers("iso9660") == ("isofs",)
+    assert filesystem_drivers("vfat") == ("vfat", "nls_cp437", "nls_ascii")
+    assert filesystem_drivers("ext4") == ("ext4",)
+    seed_modules = {
+        f"{MODULES}/fat.ko": (), f"{MODULES}/vfat.ko": (f"{MODULES}/fat.ko",),
+        f"{MODULES}/nls_cp437.ko": (), f"{MODULES}/nls_ascii.ko": (),
+        f"{MODULES}/cdrom.ko": (), f"{MODULES}/isofs.ko": (f"{MODULES}/cdrom.ko",),
+    }  # fmt: skip
+    needs = {**NEEDS, **seed_modules}
+    entry = dataclasses.replace(kernel(tmp_path, None), modules=tuple(needs), module_needs=needs)
+    assert names(list(entry.modules_for(filesystem_drivers("vfat")))) == [
+        "fat", "vfat", "nls_cp437", "nls_ascii",
+    ]  # fmt: skip
+    assert names(list(entry.modules_for(filesystem_drivers("iso9660")))) == ["cdrom", "isofs"]
 
 
 def test_initramfs_plugins_stay_in_their_initramfs(tmp_path: Path):

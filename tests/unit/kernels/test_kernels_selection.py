@@ -6,7 +6,7 @@ import pytest
 
 from volantd.kernels import DependencyCycleError, ModuleResolutionError, select_modules
 from volantd.kernels.moduletree import KernelModule, ModuleIndex, build_index
-from volantd.kernels.selection import WantedModule
+from volantd.kernels.selection import GUEST_MODULES, WantedModule
 
 
 def module(name: str, *depends: str, pre: tuple[str, ...] = ()) -> KernelModule:
@@ -136,3 +136,19 @@ def test_the_same_input_always_gives_the_same_selection() -> None:
     first = select_modules(tree, want("d", "c"))
     assert select_modules(tree, want("d", "c")) == first
     assert names(first.modules) == ["a", "b", "c", "d"]
+
+
+def test_a_kernel_without_the_seed_filesystems_still_gives_every_other_guest_module() -> None:
+    required = [wanted.name for wanted in GUEST_MODULES if not wanted.optional]
+    tree = index(*(module(name) for name in required if name != "ext4"), builtin="ext4")
+    selection = select_modules(tree)
+    assert selection.absent_optional == (
+        "virtio_rng", "isofs", "vfat", "nls_cp437", "nls_ascii",
+    )  # fmt: skip
+    with_seeds = index(
+        *tree.modules.values(), module("cdrom"), module("isofs", "cdrom"), module("fat"),
+        module("vfat", "fat"), module("nls_cp437"), module("nls_ascii"), builtin="ext4",
+    )  # fmt: skip
+    chosen = names(select_modules(with_seeds).modules)
+    assert {"cdrom", "isofs", "fat", "vfat", "nls_cp437", "nls_ascii"} <= set(chosen)
+    assert chosen.index("fat") < chosen.index("vfat")

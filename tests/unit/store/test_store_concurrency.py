@@ -59,6 +59,14 @@ def test_concurrent_port_leases_never_share_a_port(db: Database) -> None:
     assert sorted(lease.port for lease in db.ports.all()) == sorted(ports)
 
 
+def test_concurrent_ip_leases_never_share_an_address(db: Database) -> None:
+    db.ips.seed("vbr0", [f"10.0.0.{host}" for host in range(2, 40)])
+    addresses = succeeded(together(lambda n: db.ips.lease("vbr0", f"vm-{n}"), count=16))
+    assert sorted(addresses, key=lambda a: int(a.rsplit(".", 1)[1])) == [
+        f"10.0.0.{host}" for host in range(2, 18)
+    ]
+
+
 def test_concurrent_config_writes_each_get_their_own_version(db: Database, make_vm: MakeVM) -> None:
     make_vm("web-1", config={"writer": None})
     written = succeeded(together(lambda n: db.vms.put_config("web-1", {"writer": n})))

@@ -67,3 +67,20 @@ def test_a_vm_leasing_again_keeps_its_address_until_released(db: Database) -> No
     assert db.ips.release("web-1") == 1
     assert db.ips.leases("web-1") == []
     assert db.ips.lease("vbr0", "web-2") == address
+
+
+def test_pruning_drops_free_addresses_outside_the_pool_but_keeps_held_ones(db: Database) -> None:
+    db.ips.seed("vbr0", ["10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    held = db.ips.lease("vbr0", "web-1")
+    assert db.ips.prune("vbr0", keep=["10.0.0.4", "10.1.0.2"]) == 1  # the subnet changed
+    assert db.ips.leases("web-1")[0].address == held == "10.0.0.2"
+    assert db.ips.lease("vbr0", "web-2") == "10.0.0.4"
+    with pytest.raises(ConflictError):
+        db.ips.lease("vbr0", "web-3")  # 10.0.0.3 is gone from the pool
+
+
+def test_addresses_held_by_names_that_are_no_vm_are_freed(db: Database) -> None:
+    db.ips.seed("vbr0", ["10.0.0.2", "10.0.0.3"])
+    db.ips.lease("vbr0", "ghost")
+    assert db.ips.release_orphans() == 1
+    assert db.ips.leases("ghost") == [] and db.ips.lease("vbr0", "web-1") == "10.0.0.2"

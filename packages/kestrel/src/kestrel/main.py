@@ -193,7 +193,11 @@ def _boot(options: Options, console: Console, pid1: bool, started_ms: int) -> in
         except OSError as error:
             hostname_error = f"cannot set hostname {config.hostname!r}: {error.strerror or error}"
             console.log(hostname_error)
-        network = configure_network(config.network)
+        network = configure_network(
+            config.network,
+            hostname=config.hostname,
+            log=lambda message: console.log(f"network: {message}"),
+        )
         for problem in network.errors:
             console.log(f"network: {problem}")
         if config.disks:

@@ -1,5 +1,7 @@
 """Guest network setup with ioctls: loopback, the NIC, its IPv4 address, default route, DNS.
 
+The address is static (``vm.json``) or, in ``dhcp`` mode, leased by :mod:`kestrel.dhcp`.
+
 No ``ip``/busybox is needed (rootfs images may have none) and the kernel's ``ip=`` parameter
 is not used. Failures are collected in a :class:`NetworkReport`, never raised: the agent
 stays reachable for diagnosis wherever that is still possible.
@@ -14,9 +16,13 @@ import os
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .config import Network
+
+if TYPE_CHECKING:
+    from .dhcp import Lease
 
 SIOCADDRT = 0x890B
 SIOCGIFFLAGS = 0x8913
@@ -60,8 +66,15 @@ def configure_network(
     *,
     resolv_conf: str = "/etc/resolv.conf",
     wait_for_nic_s: float = 2.0,
+    hostname: str | None = None,
+    dhcp_timeout_s: float = 15.0,
+    log: Callable[[str], None] = lambda message: None,
 ) -> NetworkReport:
-    """Bring up ``lo`` and the NIC of ``network``: address, default route, resolv.conf."""
+    """Bring up ``lo`` and the NIC of ``network``: address, default route, resolv.conf.
+
+    In ``dhcp`` mode the address comes from a DHCP server (sending ``hostname``) and a
+    thread keeps the lease, telling ``log`` about renewals and failures.
+    """
     report = NetworkReport(None)
     _attempt(report, "lo up", lambda: set_link_up("lo"))
     if network.mac is None:
@@ -73,25 +86,73 @@ def configure_network(
     report.interface = name
     if not _attempt(report, f"{name} up", lambda: set_link_up(name)):
         return report
-    if network.address is None:
+    if network.address is None and network.mode == "dhcp":
+        _configure_by_dhcp(report, name, network, resolv_conf, hostname, dhcp_timeout_s, log)
+    elif network.address is None:
         report.errors.append(f"{name}: DHCP ({network.mode} mode) is not handled by kestrel yet")
-        return report
-    address, prefix = network.address, network.prefix or 0
+    else:
+        prefix, gateway, dns = network.prefix or 0, network.gateway, network.dns
+        _configure_address(report, name, network.address, prefix, gateway, dns, resolv_conf)
+    return report
+
+
+def _configure_address(
+    report: NetworkReport,
+    name: str,
+    address: str,
+    prefix: int,
+    gateway: str | None,
+    dns: tuple[str, ...],
+    resolv_conf: str,
+) -> None:
     if not _attempt(
         report,
         f"{name} address {address}/{prefix}",
         lambda: set_ipv4_address(name, address, prefix),
     ):
-        return report
-    gateway = network.gateway
+        return
     if gateway is not None:
         _attempt(report, f"default route via {gateway}", lambda: add_default_route(gateway))
-    if network.dns:
-        dns = network.dns
+    if dns:
         _attempt(
             report, f"{resolv_conf}: {' '.join(dns)}", lambda: write_resolv_conf(dns, resolv_conf)
         )
-    return report
+
+
+def _configure_by_dhcp(
+    report: NetworkReport,
+    name: str,
+    network: Network,
+    resolv_conf: str,
+    hostname: str | None,
+    timeout_s: float,
+    log: Callable[[str], None],
+) -> None:
+    """Ask for a lease, apply it (``network.dns``, when given, wins over the lease's DNS
+    servers) and keep it: the renewal thread applies a changed lease again."""
+    from .dhcp import DHCPClient, DHCPError  # only here: most VMs have a static address
+
+    def apply(lease: Lease, report: NetworkReport) -> None:
+        dns = network.dns or lease.dns
+        _configure_address(
+            report, name, lease.address, lease.prefix, lease.gateway, dns, resolv_conf
+        )
+
+    def apply_again(lease: Lease) -> None:
+        again = NetworkReport(name)
+        apply(lease, again)
+        for problem in again.errors:
+            log(f"{name}: {problem}")
+
+    try:
+        client = DHCPClient(name, read_mac(name) or network.mac or "", hostname=hostname)
+        lease = client.obtain_lease(timeout_s)
+    except DHCPError as error:
+        report.errors.append(str(error))
+        return
+    report.steps.append(f"{name} DHCP lease {lease}")
+    apply(lease, report)
+    client.keep_lease(lease, log=log, on_change=apply_again)
 
 
 def _attempt(report: NetworkReport, step: str, action: Any) -> bool:

@@ -177,16 +177,22 @@ class GuestBoot(SpecModel):
         return self
 
 
-class GuestDisk(SpecModel):
-    """A manifest disk as the guest sees it: the device it appears as, and where to mount it.
+GuestFsType = Literal["ext4", "squashfs", "xfs", "btrfs", "vfat", "iso9660"]
+"""Filesystems of guest disks: a manifest's (FsType) and a cloud-init seed's (vfat, iso9660)."""
 
-    volantd attaches the disks after the root disk in manifest order; ``device`` is the name
-    the guest kernel gives it (``/dev/vdb``, ...). ``mount`` null: the agent leaves it alone.
+
+class GuestDisk(SpecModel):
+    """A disk as the guest sees it: the device it appears as, and where to mount it.
+
+    volantd attaches the manifest's disks after the root disk in manifest order, then the
+    cloud-init seed (``cloud-init``, never mounted by the agent: cloud-init in the image finds
+    it by its label); ``device`` is the name the guest kernel gives it (``/dev/vdb``, ...).
+    ``mount`` null: the agent leaves it alone.
     """
 
     name: Text
     device: GuestPath
-    fstype: FsTypeField | None = None
+    fstype: Annotated[GuestFsType, choice(GuestFsType)] | None = None
     mount: MountPoint | None = None
     readonly: bool = False
 

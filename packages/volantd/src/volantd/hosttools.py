@@ -12,6 +12,8 @@ PACKAGES: dict[str, str] = {
     "dpkg-deb": "dpkg",
     "busybox": "busybox-static",
     "cpio": "cpio",
+    "dnsmasq": "dnsmasq-base",
+    "nft": "nftables",
 }
 
 

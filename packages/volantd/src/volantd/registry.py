@@ -17,6 +17,7 @@ import httpx
 
 from pluginspec import PluginManifest, SpecError, load_manifest, parse_manifest
 from volantd.artifacts import DEFAULT_MAX_BYTES, ArtifactCache, CachedArtifact
+from volantd.cloudinit.sources import inline_documents
 from volantd.errors import VolantError
 from volantd.store import ArtifactRecord, ConflictError, Database, PluginRecord
 
@@ -105,6 +106,7 @@ class PluginRegistry:
         if origin is not None and "://" in origin:
             manifest = resolve_against_url(manifest, origin)
         _check_openapi_file(manifest, origin)
+        manifest = await inline_documents(manifest, origin)
         artifacts = manifest_artifacts(manifest)
         fetched = await asyncio.gather(*(self._fetch(artifact, manifest) for artifact in artifacts))
         record = PluginRecord(

@@ -9,6 +9,7 @@ from volantd.deployments import DeploymentController
 from volantd.events import EventBus
 from volantd.hypervisors import QemuDriver
 from volantd.kernels import KernelStore
+from volantd.network import BridgedNetwork, Networks, UserNetwork, host_resolvers
 from volantd.paths import cache_dir, run_dir
 from volantd.registry import PluginRegistry
 from volantd.settings import Settings
@@ -35,8 +36,16 @@ class Services:
         bus = EventBus(db)
         kernels = KernelStore(settings.kernels, cache_dir(settings.home))
         driver = QemuDriver(cache_dir=cache_dir(settings.home))
+        bridged = BridgedNetwork(
+            db,
+            bridge=settings.bridge,
+            gateway=settings.bridge_network,
+            dns=settings.dns if settings.dns is not None else host_resolvers(),
+            state_dir=settings.home / "network",
+        )
+        networks = Networks([UserNetwork(db), bridged])
         vms = Orchestrator(
-            db, kernels, driver, bus, run_dir(settings.home), cache_dir(settings.home)
+            db, kernels, driver, bus, run_dir(settings.home), cache_dir(settings.home), networks
         )
         deployments = DeploymentController(db, vms, bus)
         return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms, deployments)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from volantd.errors import VolantError
 from volantd.paths import volant_home
 
 DEFAULT_LISTEN = "127.0.0.1:7777"
+DEFAULT_BRIDGE = "vbr0"
+DEFAULT_SUBNET = "192.168.127.0/24"
+BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -38,6 +42,14 @@ class Settings:
     stop_vms_on_exit: bool = False
     kernels_dir: Path | None = None
     """Where registered kernels live; default ``<home>/kernels``."""
+    bridge: str = DEFAULT_BRIDGE
+    """The host bridge of ``bridged`` and ``dhcp`` VMs (``volar setup --bridge`` makes it)."""
+    subnet: str = DEFAULT_SUBNET
+    """The bridge's IPv4 subnet: VMs lease their addresses from it."""
+    host_ip: str | None = None
+    """The bridge's own address, the guests' gateway; default the subnet's first address."""
+    dns: tuple[str, ...] | None = None
+    """Name servers for bridged guests; default the host's own (non-loopback) resolvers."""
 
     @classmethod
     def from_environment(cls, **overrides: object) -> Settings:
@@ -53,6 +65,10 @@ class Settings:
             log_level=env.get("VOLANT_LOG_LEVEL", "info").lower(),
             stop_vms_on_exit=_flag(env, "VOLANT_STOP_VMS_ON_EXIT"),
             kernels_dir=_optional_path(env.get("VOLANT_KERNELS_DIR")),
+            bridge=env.get("VOLANT_BRIDGE", DEFAULT_BRIDGE),
+            subnet=env.get("VOLANT_SUBNET", DEFAULT_SUBNET),
+            host_ip=env.get("VOLANT_HOST_IP"),
+            dns=_address_list(env["VOLANT_DNS"]) if "VOLANT_DNS" in env else None,
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given).checked()  # type: ignore[arg-type]
@@ -77,6 +93,12 @@ class Settings:
         return host.strip("[]") or "0.0.0.0", int(port)
 
     @property
+    def bridge_network(self) -> ipaddress.IPv4Interface:
+        """The bridge's address within its subnet (``192.168.127.1/24`` by default)."""
+        subnet = ipaddress.IPv4Network(self.subnet)
+        return ipaddress.IPv4Interface(f"{self.host_ip or next(subnet.hosts())}/{subnet.prefixlen}")
+
+    @property
     def is_loopback_only(self) -> bool:
         """Whether only this host can reach the API (loopback address or a unix socket)."""
         if self.unix_socket is not None:
@@ -96,6 +118,7 @@ class Settings:
             raise SettingsError(
                 f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
+        self._check_network()
         if self.api_key is not None and len(self.api_key) < 16:
             raise SettingsError("the API key (VOLANT_API_KEY) must be at least 16 characters")
         if not self.is_loopback_only and not self.api_key and not self.allow_remote_without_key:
@@ -105,6 +128,46 @@ class Settings:
                 "--allow-remote-without-key if the network is trusted"
             )
         return self
+
+    def _check_network(self) -> None:
+        if not BRIDGE_NAME.fullmatch(self.bridge):
+            raise SettingsError(
+                f"bridge name {self.bridge!r} (VOLANT_BRIDGE) must be 1-15 letters, digits, "
+                "'_', '.' or '-'"
+            )
+        try:
+            subnet = ipaddress.IPv4Network(self.subnet)
+        except ValueError as error:
+            raise SettingsError(
+                f"subnet {self.subnet!r} (VOLANT_SUBNET) is not an IPv4 network like "
+                f"192.168.127.0/24: {error}"
+            ) from None
+        if not 16 <= subnet.prefixlen <= 30:
+            raise SettingsError(
+                f"subnet {self.subnet} (VOLANT_SUBNET) must be between /16 and /30 in size"
+            )
+        if self.host_ip is not None:
+            try:
+                host = ipaddress.IPv4Address(self.host_ip)
+            except ValueError as error:
+                raise SettingsError(f"host IP {self.host_ip!r} (VOLANT_HOST_IP): {error}") from None
+            if host not in subnet or host in (subnet.network_address, subnet.broadcast_address):
+                raise SettingsError(
+                    f"host IP {host} (VOLANT_HOST_IP) must be a host address of the subnet "
+                    f"{subnet} (VOLANT_SUBNET)"
+                )
+
+
+def _address_list(value: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in value.replace(",", " ").split() if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SettingsError(
+                f"VOLANT_DNS: {address!r} is not an IP address (give a comma-separated list)"
+            ) from None
+    return addresses
 
 
 def _optional_path(value: str | None) -> Path | None:

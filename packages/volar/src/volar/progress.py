@@ -94,6 +94,8 @@ def how_to_reach(vm: dict[str, Any]) -> list[str]:
             lines.append(f"  {purpose.removeprefix('expose:')}: {url}/")
         elif purpose != "agent":
             lines.append(f"  {purpose}: 127.0.0.1:{lease['host_port']}")
+    if vm.get("ip_address") and vm.get("network_mode") in ("bridged", "dhcp"):
+        lines.append(f"  address on the bridge: {vm['ip_address']}")
     if vm.get("agent_url"):
         lines.append(f"  agent: {vm['agent_url']} (or through volantd: /api/v1/vms/{name}/agent/)")
     lines.append(f"  console: volar vms console {name}    logs: volar vms logs -f {name}")

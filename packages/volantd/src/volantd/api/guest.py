@@ -42,9 +42,10 @@ def _vm(request: Request | WebSocket, name: str) -> VMRecord:
 
 
 def _agent_url(record: VMRecord) -> str:
-    if record.status not in (states.RUNNING, states.STARTING) or not record.agent_port:
+    url = record.agent_url
+    if record.status not in (states.RUNNING, states.STARTING) or url is None:
         raise Conflict(f"vm {record.name!r} is {record.status}: its agent is not reachable")
-    return f"http://127.0.0.1:{record.agent_port}"
+    return url
 
 
 def _client(request: Request) -> httpx.AsyncClient:
@@ -137,9 +138,7 @@ async def workload_openapi(request: Request, name: str) -> Response:
     record = _vm(request, name)
     if record.status == states.RUNNING and record.agent_port:
         with contextlib.suppress(httpx.HTTPError):
-            live = await _client(request).get(
-                f"http://127.0.0.1:{record.agent_port}/v1/openapi", timeout=10
-            )
+            live = await _client(request).get(f"{record.agent_url}/v1/openapi", timeout=10)
             if live.status_code == 200:
                 return _document(live.content)
     config = request.app.state.services.db.vms.config(name).config

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from pluginspec import apply_patch, parse_vm_config, parse_vm_config_patch
 from volantd.api.errors import APIError
+from volantd.cloudinit.sources import refuse_host_files
 from volantd.store import PortLease, VMRecord
 from volantd.vms import states
 from volantd.vms.orchestrator import (
@@ -69,7 +70,7 @@ def vm_view(
         "hypervisor": record.hypervisor,
         "accel": record.accel,
         "deployment": record.deployment,
-        "agent_url": f"http://127.0.0.1:{record.agent_port}" if record.agent_port else None,
+        "agent_url": record.agent_url,
         "ports": [{"purpose": lease.purpose, "host_port": lease.port} for lease in leases],
         "serial_log": str(record.run_dir / "serial.log"),
         "console_socket": str(record.run_dir / "console.sock"),
@@ -209,7 +210,9 @@ def patch_config(request: Request, name: str, body: dict[str, Any]) -> dict[str,
     db = request.app.state.services.db
     record = db.vms.get(name)
     current = parse_vm_config(db.vms.config(name).config)
-    patched = apply_patch(current, parse_vm_config_patch(body))
+    patch = parse_vm_config_patch(body)
+    refuse_host_files(patch.cloud_init)
+    patched = apply_patch(current, patch)
     if patched.plugin != record.plugin:
         raise APIError("plugin cannot be changed on an existing VM; create a new VM", 422)
     version = db.vms.put_config(name, patched.model_dump(mode="json"))

@@ -40,9 +40,16 @@ ROOT_DEVICE = "/dev/vda"
 AGENT_GUEST_PORTS = (8080, 18080, 28080, 38080)
 """The agent's guest port: upstream's 8080, unless the workload uses it (many OCI images serve
 on 8080), then the first of the others the workload does not use."""
-FILESYSTEM_DRIVERS: dict[str, tuple[str, ...]] = {"squashfs": ("squashfs", "overlay")}
-"""Kernel drivers a root filesystem needs (squashfs: kestrel's tmpfs overlay too); any other
-filesystem needs the driver of its own name (ext4 is built into the reference kernel)."""
+FILESYSTEM_DRIVERS: dict[str, tuple[str, ...]] = {
+    "squashfs": ("squashfs", "overlay"),
+    "iso9660": ("isofs",),
+    "vfat": ("vfat", "nls_cp437", "nls_ascii"),
+}
+"""Kernel drivers a filesystem needs (squashfs: kestrel's tmpfs overlay too; vfat: the
+character sets a mount uses by default on the reference kernel, codepage 437 and iocharset
+ascii, which the kernel would ask modprobe for, and a guest's own disk has no modules for it);
+any other filesystem needs the driver of its own name (ext4 is built into the reference
+kernel)."""
 
 
 def mac_for(vm_id: str) -> str:
@@ -77,18 +84,24 @@ def guest_contract(
     console_shell: bool = True,
     boot_epoch_ns: int | None = None,
     agent_port: int | None = None,
+    extra_disks: Sequence[GuestDisk] = (),
 ) -> VMContract:
     """The vm.json of one VM running `manifest` on `kernel`.
 
     `drivers` are the guest drivers its devices need (`HypervisorDriver.guest_drivers`):
     init loads only their modules, plus the root filesystem's for a rootfs plugin; None loads
     every module the kernel ships. `agent_port`: kestrel's guest port (default:
-    `agent_guest_port(manifest)`).
+    `agent_guest_port(manifest)`). `extra_disks` follow the manifest's (the cloud-init seed);
+    their filesystems' drivers are loaded for the image to mount them.
     """
     boot = guest_boot(manifest)
-    disks = guest_disks(manifest)
+    disks = [*guest_disks(manifest), *extra_disks]
     if drivers is not None:
-        fstypes = [boot.root_fstype, *(disk.fstype for disk in disks if disk.mount)]
+        fstypes = [
+            boot.root_fstype,
+            *(disk.fstype for disk in disks if disk.mount),
+            *(disk.fstype for disk in extra_disks),  # mounted by the image (cloud-init)
+        ]
         for fstype in dict.fromkeys(fstype for fstype in fstypes if fstype is not None):
             drivers = (*drivers, *filesystem_drivers(fstype))
     return VMContract(
@@ -150,7 +163,8 @@ def virtio_disk_device(index: int) -> str:
 
 
 def filesystem_drivers(fstype: str) -> tuple[str, ...]:
-    """The kernel drivers mounting a root filesystem of `fstype` takes."""
+    """The kernel drivers mounting a filesystem of `fstype` takes (a root or data disk, or a
+    cloud-init seed: ``vfat``, ``iso9660``)."""
     return FILESYSTEM_DRIVERS.get(fstype, (fstype,))
 
 

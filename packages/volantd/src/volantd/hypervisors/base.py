@@ -21,8 +21,12 @@ class Accel(enum.StrEnum):
 
 
 class NetworkMode(enum.StrEnum):
+    """The VMM side of a guest NIC: user-mode NAT (``isolated``: no egress), a host tap
+    device (bridged and dhcp modes: the tap is on the bridge), or no NIC."""
+
     USER = "user"
     ISOLATED = "isolated"
+    TAP = "tap"
     NONE = "none"
 
 
@@ -38,11 +42,13 @@ class PortForward:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """The guest NIC: user-mode NAT (`isolated` = no egress) with loopback port forwards."""
+    """The guest NIC: user-mode NAT (`isolated` = no egress) with loopback port forwards, or
+    the host tap device `tap` (made and removed by the network driver, not the VMM)."""
 
     mode: NetworkMode = NetworkMode.USER
     mac: str = "52:54:00:12:34:56"
     forwards: tuple[PortForward, ...] = ()
+    tap: str | None = None
 
 
 @dataclass(frozen=True)

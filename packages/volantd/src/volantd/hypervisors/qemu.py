@@ -41,6 +41,7 @@ from volantd.hypervisors.base import (
     HypervisorDriver,
     LaunchSpec,
     NetworkMode,
+    NetworkSpec,
     VMProcess,
     VMState,
     VMStatus,
@@ -118,16 +119,27 @@ def build_qemu_args(
                  "-device", f"virtio-blk-device,drive=disk{index}"]  # fmt: skip
     network = spec.network
     if network is not None and network.mode is not NetworkMode.NONE:
-        netdev = "user,id=net0"
-        if network.mode is NetworkMode.ISOLATED:
-            netdev += ",restrict=on"
-        for forward in network.forwards:
-            netdev += (
-                f",hostfwd={forward.protocol}:{forward.host_addr}:{forward.host_port}"
-                f"-:{forward.guest_port}"
-            )
-        args += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0,mac={network.mac}"]
+        args += ["-netdev", netdev_option(network),
+                 "-device", f"virtio-net-device,netdev=net0,mac={network.mac}"]  # fmt: skip
     return args
+
+
+def netdev_option(network: NetworkSpec) -> str:
+    """``-netdev`` for the guest NIC: slirp with its loopback forwards, or a tap device the
+    network driver made (no ifup scripts: the tap is already on its bridge)."""
+    if network.mode is NetworkMode.TAP:
+        if not network.tap:
+            raise VolantError("a tap network needs the name of its tap device")
+        return f"tap,id=net0,ifname={network.tap},script=no,downscript=no"
+    netdev = "user,id=net0"
+    if network.mode is NetworkMode.ISOLATED:
+        netdev += ",restrict=on"
+    for forward in network.forwards:
+        netdev += (
+            f",hostfwd={forward.protocol}:{forward.host_addr}:{forward.host_port}"
+            f"-:{forward.guest_port}"
+        )
+    return netdev
 
 
 def drive_option(disk: DiskSpec, drive_id: str) -> str:

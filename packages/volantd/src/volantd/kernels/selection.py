@@ -32,6 +32,11 @@ GUEST_MODULES: tuple[WantedModule, ...] = (
     WantedModule("overlay", "overlay root filesystems"),
     WantedModule("squashfs", "squashfs images"),
     WantedModule("ext4", "ext4 root disks"),
+    # cloud-init seeds; optional: a kernel without them boots every VM that has no seed.
+    WantedModule("isofs", "iso9660 cloud-init seeds", optional=True),
+    WantedModule("vfat", "vfat cloud-init seeds", optional=True),
+    WantedModule("nls_cp437", "vfat file names (codepage 437, Debian's default)", optional=True),
+    WantedModule("nls_ascii", "vfat file names (iocharset ascii, Debian's default)", optional=True),
 )
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from volantd.store.errors import ConflictError
-from volantd.store.schema import ip_leases, utc_now
+from volantd.store.schema import ip_leases, utc_now, vms
 from volantd.store.transactions import Transactions
 
 
@@ -37,13 +37,8 @@ class IPLeaseRepository:
         """
         wanted = {str(ipaddress.ip_address(address)) for address in addresses}
         with self._tx.write() as conn:
-            known = dict(
-                conn.execute(
-                    sa.select(ip_leases.c.address, ip_leases.c.network).where(
-                        ip_leases.c.address.in_(sorted(wanted))
-                    )
-                ).all()
-            )
+            known = dict(conn.execute(sa.select(ip_leases.c.address, ip_leases.c.network)).all())
+            known = {address: known[address] for address in wanted & known.keys()}
             for address, other in sorted(known.items()):
                 if other != network:
                     raise ConflictError(f"address {address} already belongs to network {other}")
@@ -80,6 +75,38 @@ class IPLeaseRepository:
                 if leased:
                     return address
         raise ConflictError(f"no free addresses in {network}")
+
+    def prune(self, network: str, keep: Iterable[str]) -> int:
+        """Drop the free addresses of `network` not in `keep` (its subnet changed); held ones
+        stay until their VM is deleted. Returns how many went."""
+        kept = {str(ipaddress.ip_address(address)) for address in keep}
+        with self._tx.write() as conn:
+            free = conn.scalars(
+                sa.select(ip_leases.c.address).where(
+                    ip_leases.c.network == network, ip_leases.c.vm_name.is_(None)
+                )
+            ).all()
+            gone = [address for address in free if address not in kept]
+            for address in gone:
+                conn.execute(
+                    ip_leases.delete().where(
+                        ip_leases.c.address == address, ip_leases.c.vm_name.is_(None)
+                    )
+                )
+            return len(gone)
+
+    def release_orphans(self) -> int:
+        """Free the addresses held by names that are no VM (a store edited by hand, or an
+        older volantd); returns how many."""
+        with self._tx.write() as conn:
+            return conn.execute(
+                ip_leases.update()
+                .where(
+                    ip_leases.c.vm_name.is_not(None),
+                    ip_leases.c.vm_name.not_in(sa.select(vms.c.name)),
+                )
+                .values(vm_name=None, leased_at=None)
+            ).rowcount
 
     def release(self, vm_name: str) -> int:
         """Return every address `vm_name` holds to its pool; returns how many."""

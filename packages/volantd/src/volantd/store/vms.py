@@ -58,6 +58,19 @@ class VMRecord:
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
 
+    @property
+    def agent_url(self) -> str | None:
+        """Where volantd reaches the VM's agent while it runs: the guest's bridge address, or
+        a loopback forward."""
+        if not self.agent_port:
+            return None
+        on_bridge = self.network_mode in BRIDGE_MODES and self.ip_address
+        return f"http://{self.ip_address if on_bridge else '127.0.0.1'}:{self.agent_port}"
+
+
+BRIDGE_MODES = ("bridged", "dhcp")
+"""Network modes whose guests have an address on the host bridge."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class VMConfigVersion:

@@ -21,34 +21,28 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from pluginspec import PluginManifest, VMConfig, parse_vm_config
+from pluginspec import GuestDisk, PluginManifest, VMConfig, parse_vm_config
 from volantd.boot.bootimage import ensure_boot_initramfs
 from volantd.boot.contract import (
     agent_guest_port,
     guest_contract,
-    guest_network,
     kernel_cmdline,
     mac_for,
     prepare_initrd,
+    virtio_disk_device,
 )
+from volantd.cloudinit import SEED_DISK, cloud_init_seed
+from volantd.cloudinit.sources import refuse_host_files
 from volantd.disks import data_disks, root_disk
 from volantd.errors import VolantError
 from volantd.events import EventBus
-from volantd.hypervisors import (
-    DiskSpec,
-    HypervisorDriver,
-    LaunchSpec,
-    NetworkSpec,
-    PortForward,
-    VMProcess,
-)
-from volantd.hypervisors.base import NetworkMode
+from volantd.hypervisors import DiskSpec, HypervisorDriver, LaunchSpec, VMProcess
 from volantd.kernels import KernelStore
+from volantd.network import Networks, UserNetwork
 from volantd.store import ConflictError, Database, NotFoundError, VMRecord
 from volantd.vms import states
 from volantd.vms.console import ConsoleEvents
 from volantd.vms.naming import check_name
-from volantd.vms.ports import candidate_ports
 
 log = logging.getLogger("volantd.vms")
 T = TypeVar("T")
@@ -99,10 +93,11 @@ class Running:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A VM's launch spec, its agent's host port, and what preparing it is worth recording."""
+    """A VM's launch spec, what the store records about its run (where its agent is), and
+    what preparing it is worth recording in its boot waterfall."""
 
     spec: LaunchSpec
-    agent_port: int
+    changes: dict[str, Any]
     boot: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,8 +112,10 @@ class Orchestrator:
         bus: EventBus,
         run_root: Path,
         cache_root: Path | None = None,
+        networks: Networks | None = None,
     ) -> None:
         self.db = db
+        self.networks = networks or Networks([UserNetwork(db)])
         self.kernels = kernels
         self.driver = driver
         self.bus = bus
@@ -167,6 +164,7 @@ class Orchestrator:
         """
         name = check_name(request.name)
         config = await self._db(self.resolve_config, request)
+        await self._db(self._check_host_ports, name, config)
         record = VMRecord(
             name=name,
             plugin=config.plugin,
@@ -176,7 +174,7 @@ class Orchestrator:
             memory_mb=config.resources.memory_mb,
             kernel_cmdline=config.kernel_cmdline or None,
             mac_address=mac_for(name),
-            network_mode=_network_mode(config).value,
+            network_mode=_network_mode(config),
             hypervisor=self.driver.name,
             run_dir=self.run_root / name,
             deployment=request.deployment,
@@ -218,7 +216,20 @@ class Orchestrator:
         document["resources"] = resources
         if request.kernel_cmdline is not None:
             document["kernel_cmdline"] = request.kernel_cmdline
-        return parse_vm_config(document)
+        config = parse_vm_config(document)
+        refuse_host_files(config.cloud_init)
+        return config
+
+    def _check_host_ports(self, name: str, config: VMConfig) -> None:
+        """Refuse a VM that asks for a host port another VM has published (409, no record)."""
+        holders = {lease.port: lease.vm_name for lease in self.db.ports.all()}
+        for expose in config.effective_network().expose:
+            holder = holders.get(expose.host_port or 0)
+            if holder is not None and holder != name:
+                raise ConflictError(
+                    f"host port {expose.host_port} (expose {expose.name or expose.port}) is "
+                    f"already published by vm {holder!r}"
+                )
 
     # -- start ------------------------------------------------------------------------------
 
@@ -285,11 +296,11 @@ class Orchestrator:
         try:
             config = parse_vm_config((await self._db(self.db.vms.config, name)).config)
             prepared = await self._prepare(record, config)
-            spec, agent_port = prepared.spec, prepared.agent_port
+            spec = prepared.spec
             console = ConsoleEvents.from_end(spec.run_dir / "serial.log")  # the log appends
             process = await self.driver.start(spec)
         except BaseException as error:
-            await self._db(self.db.ports.release, name)
+            await self._db(self.networks.detach, record)
             message = str(error) if isinstance(error, VolantError) else repr(error)
             await self._set_state(name, states.CRASHED, f"start failed: {message}",
                                   last_error=message, pid=None, monitor_pid=None)  # fmt: skip
@@ -299,7 +310,7 @@ class Orchestrator:
         status = states.STARTING if agent_expected else states.RUNNING
         await self._set_state(
             name, status, "VMM started", pid=process.pid, monitor_pid=process.monitor_pid,
-            accel=process.accel.value, agent_port=agent_port, boot=boot,
+            accel=process.accel.value, boot=boot, **prepared.changes,
             cpu_cores=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
             kernel_cmdline=config.kernel_cmdline or None,
         )  # fmt: skip
@@ -323,25 +334,27 @@ class Orchestrator:
             )
         kernel = await self._db(self.kernels.get, config.kernel)
         mode = _network_mode(config)
-        exposed = _exposed(config)
-        agent_port = await self._db(self.db.ports.lease, name, "agent", candidate_ports())
+        exposed = config.effective_network().expose
         agent_guest = agent_guest_port(manifest, (expose.port for expose in exposed))
-        forwards = [PortForward(agent_port, agent_guest)]
-        for expose in exposed:
-            host = await self._db(self.db.ports.lease, name, f"expose:{expose.name or expose.port}",
-                                  _preferred(expose.host_port))  # fmt: skip
-            forwards.append(PortForward(host, expose.port, expose.protocol))
         run_dir = record.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
+        network = await self._db(self.networks.attach, record, mode, exposed, agent_guest)
         boot_image, disks, boot = await self._boot_media(
             name, run_dir, manifest, Path(artifact.cache_path)
         )
         disks += await self._data_disks(run_dir, config)
+        seed = await asyncio.to_thread(
+            cloud_init_seed, run_dir, config.effective_cloud_init(),
+            vm_id=str(record.id), hostname=name, network=network.guest,
+        )  # fmt: skip
+        seed_disks = []
+        if seed is not None:
+            disks += (DiskSpec(seed.path, "raw", readonly=True, name=SEED_DISK),)
+            seed_disks.append(GuestDisk(name=SEED_DISK, device=virtio_disk_device(len(disks) - 1),
+                                        fstype=seed.fstype, readonly=True))  # fmt: skip
         contract = guest_contract(
             name=name, vm_id=str(record.id), manifest=manifest, kernel=kernel,
-            agent_port=agent_guest,
-            network=guest_network("isolated" if mode is NetworkMode.ISOLATED else "user",
-                                  record.mac_address),
+            agent_port=agent_guest, network=network.guest, extra_disks=seed_disks,
             drivers=self.driver.guest_drivers(network=True, disks=len(disks)),
         )  # fmt: skip
         initrd = await asyncio.to_thread(prepare_initrd, run_dir, boot_image, kernel, contract)
@@ -350,10 +363,11 @@ class Orchestrator:
             name=name, run_dir=run_dir, kernel=kernel.image, initrd=initrd,
             cmdline=kernel_cmdline(config.kernel_cmdline),
             cpus=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
-            network=NetworkSpec(mode=mode, mac=record.mac_address, forwards=tuple(forwards)),
-            disks=disks,
+            network=network.spec, disks=disks,
         )  # fmt: skip
-        return Prepared(spec, agent_port, boot)
+        changes = {"agent_port": network.agent_port, "network_mode": mode,
+                   "ip_address": network.address}  # fmt: skip
+        return Prepared(spec, changes, boot)
 
     async def _boot_media(
         self, name: str, run_dir: Path, manifest: PluginManifest, artifact: Path
@@ -421,7 +435,7 @@ class Orchestrator:
             return  # the stop operation records the outcome
         status = await self.driver.status(run.process)
         self._running.pop(name, None)
-        await self._db(self.db.ports.release, name)
+        await self._db(self.networks.detach, await self._db(self.db.vms.get, name))
         clean = status.state.value == "stopped" and run.boot_error is None
         final = states.STOPPED if clean else states.CRASHED
         if run.boot_error is not None:  # the guest gave up and powered off: a failed boot
@@ -469,7 +483,7 @@ class Orchestrator:
         run = self._running.get(name)
         if run is None:
             if record.status in states.ACTIVE:  # lost track (should not happen): tidy up
-                await self._db(self.db.ports.release, name)
+                await self._db(self.networks.detach, record)
                 return await self._set_state(name, states.STOPPED, "not running",
                                              pid=None, monitor_pid=None)  # fmt: skip
             return record
@@ -488,10 +502,10 @@ class Orchestrator:
         await self._set_state(name, states.STOPPING, reason or "stop requested")
         record = await self._db(self.db.vms.get, name)
         how = "the VMM"
-        if record.agent_port and run.agent_ready.is_set():
+        if record.agent_url and run.agent_ready.is_set():
             with contextlib.suppress(httpx.HTTPError):
                 async with httpx.AsyncClient(timeout=5) as client:
-                    await client.post(f"http://127.0.0.1:{record.agent_port}/v1/shutdown")
+                    await client.post(f"{record.agent_url}/v1/shutdown")
                 how = "the agent"
             deadline = time.monotonic() + timeout_s
             while self.driver.alive(run.process) and time.monotonic() < deadline:
@@ -502,7 +516,7 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await run.watcher
         self._running.pop(name, None)
-        await self._db(self.db.ports.release, name)
+        await self._db(self.networks.detach, record)
         detail = reason or f"stopped through {how} ({status.detail or status.state.value})"
         updated = await self._set_state(name, final, detail, pid=None, monitor_pid=None,
                                         last_error=reason)  # fmt: skip
@@ -533,7 +547,7 @@ class Orchestrator:
                 continue
             process = await self.driver.attach(record.name, record.run_dir)
             if process is None:
-                await self._db(self.db.ports.release, record.name)
+                await self._db(self.networks.detach, record)
                 await self._set_state(
                     record.name, states.CRASHED, "the VMM was gone when volantd started",
                     pid=None, monitor_pid=None, last_error="VMM gone while volantd was down",
@@ -557,11 +571,8 @@ class Orchestrator:
             log.info("adopted vm %s (QEMU pid %s)", record.name, process.pid)
             await self.bus.publish("VM_ADOPTED", record.name, status=record.status,
                                    message="adopted after a volantd restart")  # fmt: skip
-        await self._db(self._release_orphaned_leases)
-
-    def _release_orphaned_leases(self) -> None:
-        for vm_name in {lease.vm_name for lease in self.db.ports.all()} - set(self._running):
-            self.db.ports.release(vm_name)
+        running = {name: await self._db(self.db.vms.get, name) for name in self._running}
+        await self._db(self.networks.reconcile, running)
 
     async def close(self, stop_vms: bool = False) -> None:
         """Daemon exit: stop watching (VMs keep running unless ``stop_vms``)."""
@@ -576,28 +587,12 @@ class Orchestrator:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._running.clear()
+        await self._db(self.networks.close)
 
 
-def _network_mode(config: VMConfig) -> NetworkMode:
-    mode = (config.network.mode if config.network else None) or (
-        config.manifest.network.mode if config.manifest.network else None
-    )
-    if mode in (None, "user"):
-        return NetworkMode.USER
-    if mode in ("isolated", "vsock"):
-        return NetworkMode.ISOLATED
-    raise VMError(f"network.mode {mode!r} needs the bridged networking driver, not built yet")
-
-
-def _exposed(config: VMConfig) -> list[Any]:
-    if config.expose is not None:
-        return list(config.expose)
-    manifest: PluginManifest = config.manifest
-    return list(manifest.network.expose) if manifest.network else []
-
-
-def _preferred(port: int | None) -> Any:
-    return [port] if port else candidate_ports()
+def _network_mode(config: VMConfig) -> str:
+    """The VM's network mode: its config's, else its manifest's, else ``user``."""
+    return config.effective_network().mode
 
 
 def _ms_since(started: float) -> int:

@@ -48,6 +48,31 @@ def vms_create(
     config: Annotated[
         Path | None, typer.Option(help="VM config file (JSON or YAML) to create it from")
     ] = None,
+    network: Annotated[
+        str | None, typer.Option(help="network mode: user, isolated, bridged or dhcp")
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--publish",
+            "-p",
+            help="publish a guest port on the host: HOST:GUEST[/tcp|udp], or GUEST (any host "
+            "port); repeatable",
+        ),
+    ] = None,
+    user_data: Annotated[
+        Path | None, typer.Option("--cloud-init-user-data", help="cloud-init user-data file")
+    ] = None,
+    meta_data: Annotated[
+        Path | None, typer.Option("--cloud-init-meta-data", help="cloud-init meta-data file")
+    ] = None,
+    network_config: Annotated[
+        Path | None,
+        typer.Option("--cloud-init-network-config", help="cloud-init network-config file"),
+    ] = None,
+    seed_mode: Annotated[
+        str | None, typer.Option("--cloud-init-seed", help="seed volume: vfat or iso9660")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no boot progress")] = False,
     output: OutputOption = Format.TABLE,
 ) -> None:
@@ -59,11 +84,26 @@ def vms_create(
     if wait not in ("agent", "healthy", "none"):
         usage_error(f"--wait must be agent, healthy or none (got {wait!r})")
     body: dict[str, Any] = {"name": name, "plugin": plugin, "cpu_cores": cpus, "memory_mb": memory}
-    if config is not None:
-        body["config"] = read_document(config)
+    document: dict[str, Any] = dict(read_document(config) or {}) if config is not None else {}
+    api = client(timeout=timeout + 30)
+    if network is not None:
+        document["network"] = {**(document.get("network") or {}), "mode": network}
+    if publish:
+        manifest = api.get(f"/api/v1/plugins/{plugin}/manifest")
+        document["expose"] = published_ports(publish, _manifest_exposes(document, manifest))
+    documents = {"user_data": user_data, "meta_data": meta_data, "network_config": network_config}
+    if seed_mode is not None or any(documents.values()):
+        cloud_init = dict(document.get("cloud_init") or {})
+        if seed_mode is not None:
+            cloud_init["seed_mode"] = seed_mode
+        for key, path in documents.items():
+            if path is not None:  # volantd reads no files on request: send the content
+                cloud_init[key] = {"content": read_text(path)}
+        document["cloud_init"] = cloud_init
+    if document:
+        body["config"] = document
     body = {key: value for key, value in body.items() if value is not None}
     params = {"wait": wait, "start": start, "timeout": timeout}
-    api = client(timeout=timeout + 30)
     show_progress = start and wait != "none" and not quiet
     if show_progress:
         typer.echo(f"Booting {name} ({plugin})...", err=True)
@@ -77,6 +117,41 @@ def vms_create(
         typer.echo(f"{name} is running. Reach it:")
         for line in how_to_reach(vm):
             typer.echo(line)
+
+
+def published_ports(specs: list[str], exposes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`exposes` with each `--publish` spec applied: one naming a guest port (and protocol)
+    an entry already exposes sets its host port, any other is added."""
+    merged = [dict(entry) for entry in exposes]
+    for spec in specs:
+        rule, _, protocol = spec.partition("/")
+        host, _, guest = rule.rpartition(":")
+        protocol = protocol or "tcp"
+        if protocol not in ("tcp", "udp") or not guest.isdigit() or (host and not host.isdigit()):
+            usage_error(f"--publish {spec!r}: use HOST:GUEST[/tcp|udp] or GUEST, e.g. 8080:80")
+        guest_port, host_port = int(guest), int(host) if host else None
+        for entry in merged:
+            if entry["port"] == guest_port and entry.get("protocol", "tcp") == protocol:
+                entry["host_port"] = host_port
+                break
+        else:
+            merged.append({"port": guest_port, "host_port": host_port, "protocol": protocol})
+    return merged
+
+
+def _manifest_exposes(document: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exposes a VM would have without --publish: its config file's, else the plugin's."""
+    if document.get("expose") is not None:
+        return list(document["expose"])
+    return list((manifest.get("network") or {}).get("expose") or [])
+
+
+def read_text(path: Path) -> str:
+    """A text file's content; errors name the file."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"cannot read {path}: {error}")
 
 
 def read_document(path: Path) -> Any:

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from volar.client import Client, VolarError
+from volar.host.network import InvalidSetting, network_settings, read_ip_forward, read_links
+from volar.host.record import record_path
+from volar.host.tools import run_tool
 
 # The one tool → Debian package map (scripts/bootstrap keeps a bash copy).
 PACKAGES: dict[str, str] = {
@@ -31,10 +34,26 @@ PACKAGES: dict[str, str] = {
     "apt-get": "apt",
     "apt-cache": "apt",
     "dpkg-deb": "dpkg",
+    "nft": "nftables",
+    "dnsmasq": "dnsmasq-base",
+    "mkfs.fat": "dosfstools",
+    "mcopy": "mtools",
+    "ip": "iproute2",
 }
 QEMU = "qemu-system-x86_64"
-SETUP_PACKAGES = tuple(PACKAGES[tool] for tool in (QEMU, "busybox", "gcc", "libc.a"))
-"""What `volar setup` installs when missing: QEMU, and fledge's busybox, compiler and libc."""
+# (doctor's row, the tool, what needs it): optional tools, each checked by check_tool.
+OPTIONAL_TOOLS = (
+    ("nft", "nft", "NAT of bridged networking, published ports of bridged VMs"),
+    ("dnsmasq", "dnsmasq", "the DHCP server of dhcp-mode VMs"),
+    ("mkfs.fat", "mkfs.fat", "cloud-init seed disks (VFAT)"),
+    ("mcopy", "mcopy", "cloud-init seed disks (VFAT)"),
+)
+SETUP_PACKAGES = tuple(
+    PACKAGES[tool]
+    for tool in (QEMU, "busybox", "gcc", "libc.a", *(tool for _, tool, _ in OPTIONAL_TOOLS))
+)
+"""What `volar setup` installs when missing: QEMU, fledge's busybox, compiler and libc, nftables
+and dnsmasq for bridged networking, and the VFAT tools of cloud-init seeds."""
 DEFAULT_FETCH = "volantd kernels fetch"
 
 
@@ -103,22 +122,6 @@ def elf_interpreter(path: Path) -> str | None:
             file.seek(offset)
             return file.read(size).rstrip(b"\0").decode(errors="replace")
     return None
-
-
-def run_tool(
-    command: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 30
-) -> str:
-    """stdout of `command`; OSError, CalledProcessError or TimeoutExpired when it fails."""
-    result = subprocess.run(
-        list(command),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
-        env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL,
-    )
-    return result.stdout
 
 
 def find_volantd(path: str | None = None) -> str | None:
@@ -309,6 +312,70 @@ def check_apt(path: str | None = None) -> Check:
     return Check("apt", Status.OK, False, "apt-get, apt-cache and dpkg-deb present")
 
 
+def check_tool(name: str, tool: str, why: str, path: str | None = None) -> Check:
+    """An optional tool: OK with its path, or a warning naming the package."""
+    package = PACKAGES[tool]
+    found = shutil.which(tool, path=path)
+    if found is not None:
+        return Check(name, Status.OK, False, f"{tool} at {found}", value=found)
+    detail = f"{tool} is not on PATH ({why})"
+    if tool == "nft" and (iptables := shutil.which("iptables", path=path)):
+        detail += f"; `volar setup --bridge` would use {iptables} for NAT instead"
+    return Check(name, Status.WARN, False, detail, install_command([package]), packages=(package,))
+
+
+def check_bridge(path: str | None = None, env: Mapping[str, str] | None = None) -> Check:
+    """The bridge of bridged VMs (VOLANT_BRIDGE): present, up, with the host's address, and
+    IPv4 forwarding on. Without one it warns only where bridged networking was asked for
+    (VOLANT_BRIDGE set, or `volar setup --bridge` ran)."""
+    env = os.environ if env is None else env
+    fix = "volar setup --bridge"
+    try:
+        settings = network_settings(env=env)
+    except InvalidSetting as error:
+        return Check("bridge", Status.WARN, False, str(error), "fix that variable")
+    ip = shutil.which("ip", path=path)
+    if ip is None:
+        return Check(
+            "bridge",
+            Status.WARN,
+            False,
+            "cannot tell: iproute2's ip is not on PATH",
+            install_command([PACKAGES["ip"]]),
+            packages=(PACKAGES["ip"],),
+        )
+    try:
+        links = read_links(ip, env)
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        return Check("bridge", Status.WARN, False, f"cannot list the links: {error}", fix)
+    bridge, address = settings.bridge, settings.host_interface
+    link = next((link for link in links if link.name == bridge), None)
+    if link is None:
+        wanted = bool(env.get("VOLANT_BRIDGE")) or record_path(volant_home(env)).exists()
+        if wanted:
+            detail = f"{bridge} does not exist: bridged VMs cannot start"
+            return Check("bridge", Status.WARN, False, detail, fix)
+        detail = (
+            f"no {bridge}: bridged networking is not set up (VMs use user-mode networking; "
+            "`volar setup --bridge` sets it up)"
+        )
+        return Check("bridge", Status.OK, False, detail)
+    if link.kind != "bridge":
+        detail = f"{bridge} is a {link.kind or 'network device'}, not a bridge"
+        return Check("bridge", Status.WARN, False, detail, "set VOLANT_BRIDGE to another name")
+    problems = []
+    if not link.up:
+        problems.append("is down")
+    if address not in link.addresses:
+        problems.append(f"lacks the address {address}")
+    if read_ip_forward() != "1":
+        problems.append("IPv4 forwarding is off")
+    if problems:
+        return Check("bridge", Status.WARN, False, f"{bridge} {', '.join(problems)}", fix)
+    detail = f"{bridge} up with {address}, IPv4 forwarding on"
+    return Check("bridge", Status.OK, False, detail, value=bridge)
+
+
 def check_kernel(facts: dict[str, Any] | None, env: Mapping[str, str] | None = None) -> Check:
     """The default kernel, as volantd sees it; without volantd, a look at the store folder."""
     if facts is not None:
@@ -463,6 +530,8 @@ def inspect_host(
     checks = [check_volantd(volantd, facts, error), check_qemu(path, env), check_kernel(facts, env)]
     checks += check_kvm_and_accel(facts)
     checks += [check_busybox(path), *check_compiler(path, env), check_apt(path)]
+    checks += [check_tool(name, tool, why, path) for name, tool, why in OPTIONAL_TOOLS]
+    checks.append(check_bridge(path, env))
     if client is not None:
         checks.append(check_api(client))
     return HostReport(checks, volantd, facts)

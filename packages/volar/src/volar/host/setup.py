@@ -1,26 +1,35 @@
 """What `volar setup` does: :func:`plan_setup` turns the checks plus a few facts
 (:class:`SetupFacts`) into :class:`Step` records without touching anything, so the plan can be
-tested with made-up facts; the command runs the steps.
+tested with made-up facts; the command runs the steps. The bridged-networking steps of
+`--bridge` (and its teardown) are planned by :mod:`volar.host.bridge`.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from volar.host.bridge import plan_bridge
 from volar.host.checks import (
+    PACKAGES,
     SETUP_PACKAGES,
     Check,
     HostReport,
     Status,
-    run_tool,
+    volant_home,
 )
+from volar.host.network import NetworkFacts, NetworkSettings, iptables_rules, network_facts
+from volar.host.record import SetupRecord, load_record, record_path
+from volar.host.steps import Step, StepKind, root_steps
+from volar.host.tools import run_tool
+
+__all__ = ["Step", "StepKind", "plan_setup", "render_unit", "root_steps", "setup_facts"]
 
 DEFAULT_UNIT = Path("/etc/systemd/system/volantd.service")
 REFERENCE_KERNEL_PACKAGE = "linux-image-cloud-amd64"
@@ -35,40 +44,11 @@ UNIT_ENV = (
     "VOLANT_ACCEL",
     "VOLANT_LOG_LEVEL",
     "VOLANT_STOP_VMS_ON_EXIT",
+    "VOLANT_BRIDGE",
+    "VOLANT_SUBNET",
+    "VOLANT_HOST_IP",
+    "VOLANT_DNS",
 )
-
-
-class StepKind(enum.StrEnum):
-    RUN = "run"  # run `command`
-    WRITE = "write"  # write `content` to `path`
-    DONE = "done"  # already satisfied: nothing to do
-    SKIP = "skip"  # not applicable here (the note says why)
-    BLOCKED = "blocked"  # cannot be done (the note says what to do)
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: StepKind
-    title: str
-    command: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    path: Path | None = None
-    content: str = ""
-    needs_root: bool = False
-    note: str = ""
-
-    @property
-    def pending(self) -> bool:
-        return self.kind in (StepKind.RUN, StepKind.WRITE)
-
-    def shell(self) -> str:
-        """The step as one shell command (a heredoc for a file)."""
-        if self.kind is StepKind.RUN:
-            prefix = [f"{key}={shlex.quote(value)}" for key, value in self.env.items()]
-            return " ".join([*prefix, shlex.join(self.command)])
-        if self.kind is StepKind.WRITE:
-            return f"cat > {shlex.quote(str(self.path))} <<'EOF'\n{self.content}EOF"
-        return f"# {self.title}: {self.note}"
 
 
 @dataclass(frozen=True)
@@ -89,10 +69,22 @@ class SetupFacts:
     service_enabled: bool = False
     service_active: bool = False
     env: dict[str, str] = field(default_factory=dict)  # VOLANT_* settings for the unit
+    # --bridge: the settings, the host's network now, what earlier setups made and where
+    # that record lives, and this volar (which the unit runs to set the bridge up at start)
+    network: NetworkSettings | None = None
+    network_facts: NetworkFacts = field(default_factory=NetworkFacts)
+    record: SetupRecord | None = None
+    record_path: Path = Path("/var/lib/volant/host-setup.json")
+    volar: str | None = None
 
 
-def render_unit(volantd: str, home: str, env: Mapping[str, str]) -> str:
-    """The systemd unit for volantd."""
+def bridge_setup_command(volar: str, settings: NetworkSettings) -> tuple[str, ...]:
+    """What the volantd unit runs before volantd: the bridge and NAT are gone after a reboot."""
+    return (volar, "setup", "--bridge-only", "--yes", *settings.flags())
+
+
+def render_unit(volantd: str, home: str, env: Mapping[str, str], before: Sequence[str] = ()) -> str:
+    """The systemd unit for volantd; `before`, a command its start runs first."""
     lines = [
         "# Written by `volar setup --systemd`; run it again to update this file.",
         "[Unit]",
@@ -106,6 +98,14 @@ def render_unit(volantd: str, home: str, env: Mapping[str, str]) -> str:
         *(f"Environment={shlex.quote(f'{key}={env[key]}')}" for key in UNIT_ENV if key in env),
         "# Secrets such as VOLANT_API_KEY go here, not in this world-readable file:",
         "EnvironmentFile=-/etc/default/volantd",
+        *(
+            [
+                "# Bridge, address, forwarding and NAT do not survive a reboot: set them up again.",
+                f"ExecStartPre={shlex.join(before)}",
+            ]
+            if before
+            else []
+        ),
         f"ExecStart={shlex.quote(volantd)} serve",
         "Restart=on-failure",
         "RestartSec=5",
@@ -179,7 +179,19 @@ def _systemd_steps(facts: SetupFacts) -> list[Step]:
                 note="volantd is not installed here: the unit would have nothing to run",
             )
         ]
-    unit = render_unit(facts.volantd, facts.home, facts.env)
+    before: tuple[str, ...] = ()
+    if facts.network is not None:
+        if facts.volar is None:
+            return [
+                Step(
+                    StepKind.BLOCKED,
+                    "volantd service",
+                    note="cannot tell where volar is installed, which the unit runs to set the "
+                    "bridge up at each start: run volar by its absolute path",
+                )
+            ]
+        before = bridge_setup_command(facts.volar, facts.network)
+    unit = render_unit(facts.volantd, facts.home, facts.env, before)
     service = facts.unit_path.name
     changed = unit != facts.unit_current
     steps = []
@@ -245,11 +257,17 @@ def _boot_image_steps(facts: SetupFacts) -> list[Step]:
 
 def plan_setup(checks: Sequence[Check], facts: SetupFacts) -> list[Step]:
     """What `volar setup` does, in order: packages, the reference kernel, the boot initramfs
-    of rootfs plugins, the systemd unit."""
+    of rootfs plugins, with --bridge the bridged networking, and the systemd unit."""
     steps = _package_steps(checks)
     updating = any(step.command[:2] == ("apt-get", "update") for step in steps)
     steps += _kernel_steps(checks, facts, updating)
     steps += _boot_image_steps(facts)
+    if facts.network is not None:
+        network = facts.network_facts
+        if any(PACKAGES["nft"] in step.command for step in steps if step.pending):
+            # nft is installed first: NAT is planned with it, not with iptables
+            network = replace(network, tools=network.tools | {"nft"})
+        steps += plan_bridge(facts.network, network, facts.record, facts.record_path)
     if facts.systemd:
         steps += _systemd_steps(facts)
     return steps
@@ -262,8 +280,9 @@ def setup_facts(
     unit_path: Path = DEFAULT_UNIT,
     path: str | None = None,
     env: Mapping[str, str] | None = None,
+    network: NetworkSettings | None = None,
 ) -> SetupFacts:
-    """Gather what :func:`plan_setup` needs from the host."""
+    """Gather what :func:`plan_setup` needs from the host (`network`: with --bridge)."""
     env = os.environ if env is None else env
     kernel = report.get("kernel")
     kernel_ok = kernel is not None and kernel.status is Status.OK
@@ -287,6 +306,10 @@ def setup_facts(
     if systemd and running:
         enabled = _systemctl_says(["is-enabled", unit_path.name], "enabled", path, env)
         active = _systemctl_says(["is-active", unit_path.name], "active", path, env)
+    unit_env = {k: v for k, v in env.items() if k in UNIT_ENV and v}
+    if network is not None:
+        unit_env.update(network.env())
+    where = record_path(volant_home(env))
     return SetupFacts(
         volantd=report.volantd,
         home=home,
@@ -301,8 +324,29 @@ def setup_facts(
         pid1=pid1_name(),
         service_enabled=enabled,
         service_active=active,
-        env={k: v for k, v in env.items() if k in UNIT_ENV and v},
+        env=unit_env,
+        network=network,
+        network_facts=(
+            network_facts(iptables_rules(network), path=path, env=env)
+            if network is not None
+            else NetworkFacts()
+        ),
+        record=load_record(where) if network is not None else None,
+        record_path=where,
+        volar=find_volar(path),
     )
+
+
+def find_volar(path: str | None = None) -> str | None:
+    """The absolute path of this volar: as it was run, else beside this Python, else on PATH."""
+    ran = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if ran is not None and ran.name == "volar" and ran.is_file():
+        return str(ran.absolute())
+    beside = Path(sys.executable).parent / "volar"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("volar", path=path)
+    return str(Path(found).absolute()) if found else None
 
 
 def _boot_image_built(volantd: str | None, env: Mapping[str, str]) -> bool:
@@ -358,7 +402,3 @@ def _systemctl_says(
     except (OSError, subprocess.SubprocessError):
         return False
     return result.stdout.strip() == expected
-
-
-def root_steps(steps: Sequence[Step]) -> list[Step]:
-    return [step for step in steps if step.pending and step.needs_root]
