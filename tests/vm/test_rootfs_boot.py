@@ -113,6 +113,11 @@ def daemon(home: Path, daemon_env: dict[str, str], images: dict[str, Path]) -> I
         "garbage": rootfs_manifest(
             "garbage", images["garbage"], workload={"entrypoint": ["/bin/true"]}
         ),
+        "disk-data": {
+            **rootfs_manifest("disk-data", images["ext4"], workload=HTTPD, expose=EXPOSE),
+            "disks": [{"name": "data", "size": "32M", "fstype": "ext4", "mount": "/data"}],
+            "cloud_init": {"user_data": {"content": "#cloud-config\nhostname: seeded\n"}},
+        },
     }  # fmt: skip
     with (
         running_volantd(home, "--stop-vms-on-exit", env=daemon_env) as running,
@@ -177,6 +182,29 @@ def test_the_workload_runs_from_the_root_disk_as_the_image_user(daemon: Volantd)
         assert resolv == "nameserver 10.0.2.3\n"
         serial = client.get("/api/v1/vms/disk-1/serial").text
         assert "the image has no /proc: created it on the VM's root disk" in serial
+
+
+def test_a_root_disk_comes_first_then_data_disks_then_the_cloud_init_seed(
+    daemon: Volantd,
+) -> None:
+    with daemon.client(timeout=BOOT_TIMEOUT) as client:
+        create(client, "disk-2", "disk-data")
+        try:
+            mounts = run_in(client, "disk-2", ["cat", "/proc/mounts"])["stdout"].splitlines()
+            devices = {line.split()[1]: line.split()[:3] for line in mounts}
+            assert devices["/"] == ["/dev/vda", "/", "ext4"]
+            assert devices["/data"] == ["/dev/vdb", "/data", "ext4"]
+            contract = json.loads(
+                run_in(client, "disk-2", ["cat", "/run/volant/vm.json"])["stdout"]
+            )
+            assert [(disk["name"], disk["device"]) for disk in contract["disks"]] == [
+                ("data", "/dev/vdb"), ("cloud-init", "/dev/vdc"),
+            ]  # fmt: skip
+            seed = run_in(client, "disk-2", "mkdir -p /seed && mount -t vfat -o ro /dev/vdc /seed"
+                          " && cat /seed/user-data")  # fmt: skip
+            assert seed["stdout"] == "#cloud-config\nhostname: seeded\n", seed
+        finally:
+            client.delete("/api/v1/vms/disk-2")
 
 
 def test_guest_writes_survive_a_restart_and_never_reach_the_image(

@@ -23,7 +23,7 @@ from volantd.network.firewall import Dnat, apply_ruleset, list_ruleset, render_r
 from volantd.network.links import LinkError, create_tap, delete_tap, tap_name, volant_taps
 from volantd.network.resolvers import host_resolvers
 from volantd.settings import Settings, SettingsError
-from volantd.store import ConflictError, Database, VMRecord, open_database
+from volantd.store import ConflictError, Database, PluginRecord, VMRecord, open_database
 
 pytestmark = pytest.mark.skipif(
     namespaces_supported() is not None, reason=str(namespaces_supported())
@@ -47,6 +47,10 @@ def inside() -> Iterator[Namespace]:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path / "volant.db")
+    database.plugins.add(
+        PluginRecord(name="p", version="1.0.0", runtime="r",
+                     manifest={"name": "p", "version": "1.0.0", "runtime": "r"})
+    )  # fmt: skip
     yield database
     database.close()
 
@@ -62,7 +66,7 @@ def vm(db: Database, name: str, tmp_path: Path) -> VMRecord:
         hypervisor="qemu", run_dir=tmp_path / name,
     )  # fmt: skip
     record.run_dir.mkdir(parents=True, exist_ok=True)
-    return record
+    return db.vms.create(record, {"plugin": "p"})
 
 
 def test_tap_names_are_stable_distinct_and_fit_the_kernel_limit() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -221,6 +222,9 @@ class BridgedNetwork(NetworkDriver):
         self.dns = tuple(dns)
         self.dhcp = DhcpServer(bridge, gateway, self.dns, state_dir / "dhcp")
         self._runs: dict[str, BridgedRun] = {}
+        # VMs start and stop on several threads at once; the ruleset is rendered from all of
+        # them, so a change and its apply must not interleave with another's.
+        self._lock = threading.RLock()
         self.seed_pool()
 
     @property
@@ -240,6 +244,12 @@ class BridgedNetwork(NetworkDriver):
         self.db.ips.release_orphans()
 
     def attach(
+        self, vm: VMRecord, mode: str, exposed: Sequence[Expose], agent_guest_port: int
+    ) -> Attachment:
+        with self._lock:
+            return self._attach(vm, mode, exposed, agent_guest_port)
+
+    def _attach(
         self, vm: VMRecord, mode: str, exposed: Sequence[Expose], agent_guest_port: int
     ) -> Attachment:
         state = bridge_state(self.bridge)
@@ -286,6 +296,10 @@ class BridgedNetwork(NetworkDriver):
         return Attachment(spec, guest, agent_guest_port, address, tuple(published))
 
     def detach(self, vm: VMRecord) -> None:
+        with self._lock:
+            self._detach(vm)
+
+    def _detach(self, vm: VMRecord) -> None:
         run = self._runs.pop(vm.name, None) or BridgedRun.load(vm.run_dir / STATE_FILE)
         self.db.ports.release(vm.name)
         (vm.run_dir / STATE_FILE).unlink(missing_ok=True)
@@ -297,6 +311,10 @@ class BridgedNetwork(NetworkDriver):
         delete_tap(run.tap)
 
     def reconcile(self, running: Mapping[str, VMRecord]) -> None:
+        with self._lock:
+            self._reconcile(running)
+
+    def _reconcile(self, running: Mapping[str, VMRecord]) -> None:
         self._runs = {}
         for name, vm in running.items():
             run = BridgedRun.load(vm.run_dir / STATE_FILE)
