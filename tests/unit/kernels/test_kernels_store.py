@@ -92,6 +92,8 @@ def test_a_vm_gets_only_the_modules_its_drivers_need(
         "arch/x86/crypto/crc32c-intel.ko", "fs/overlayfs/overlay.ko",
     ]  # fmt: skip
     assert entry.modules_for(["virtio_console", "ext4"]) == ()
+    # what a VM would need but this entry has neither as a module nor built in
+    assert entry.lacking(["virtio-rng", "ext4", "isofs"]) == ["isofs"]
     # the record survives a reload from disk
     assert store.get(entry.name).modules_for(["virtio_net"]) == entry.modules_for(["virtio_net"])
 

@@ -119,6 +119,11 @@ class KernelEntry:
                 pending.extend(self.module_needs.get(path, ()))
         return tuple(path for path in self.modules if path in wanted)
 
+    def lacking(self, drivers: Iterable[str]) -> list[str]:
+        """The `drivers` this entry has neither as a module nor built in."""
+        have = {module_name(path) for path in self.modules} | set(self.builtin_modules)
+        return [name for name in drivers if normalise_module_name(name) not in have]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,

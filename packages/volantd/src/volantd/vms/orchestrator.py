@@ -25,6 +25,7 @@ from pluginspec import GuestDisk, PluginManifest, VMConfig, parse_vm_config
 from volantd.boot.bootimage import ensure_boot_initramfs
 from volantd.boot.contract import (
     agent_guest_port,
+    filesystem_drivers,
     guest_contract,
     kernel_cmdline,
     mac_for,
@@ -348,6 +349,12 @@ class Orchestrator:
             vm_id=str(record.id), hostname=name, network=network.guest,
         )  # fmt: skip
         seed_disks = []
+        if seed is not None and (lacking := kernel.lacking(filesystem_drivers(seed.fstype))):
+            await self.bus.publish(
+                "VM_STATE", name, status=states.STARTING,
+                message=f"kernel {kernel.name} lacks {', '.join(lacking)}: the guest cannot mount "
+                "its cloud-init seed; run `volantd kernels fetch --force`",
+            )  # fmt: skip
         if seed is not None:
             disks += (DiskSpec(seed.path, "raw", readonly=True, name=SEED_DISK),)
             seed_disks.append(GuestDisk(name=SEED_DISK, device=virtio_disk_device(len(disks) - 1),

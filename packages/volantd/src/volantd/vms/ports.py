@@ -10,7 +10,10 @@ import random
 import socket
 from collections.abc import Iterator
 
-PORT_RANGE = range(30000, 40000)
+PORT_RANGE = range(20000, 30000)
+"""Below Linux's ephemeral range (32768-60999 by default), where every outgoing connection
+takes a port at random: a port leased there could be taken between the lease and the VMM
+binding it (seen in CI as QEMU's "Could not set up host forwarding rule")."""
 
 
 def bindable(port: int) -> bool:

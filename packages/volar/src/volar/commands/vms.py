@@ -56,7 +56,7 @@ def vms_create(
         typer.Option(
             "--publish",
             "-p",
-            help="publish a guest port on the host: HOST:GUEST[/tcp|udp], or GUEST (any host "
+            help="publish a guest port on the host: HOST:GUEST, HOST:GUEST/udp, or GUEST (any host "
             "port); repeatable",
         ),
     ] = None,

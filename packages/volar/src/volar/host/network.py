@@ -96,8 +96,8 @@ def network_settings(
         raise InvalidSetting(
             f"{network_source}: not an IPv4 network like {DEFAULT_SUBNET} ({error})"
         ) from None
-    if network.num_addresses < 4:
-        raise InvalidSetting(f"{network_source}: too small for VMs (a /30 at the least)")
+    if not 16 <= network.prefixlen <= 30:  # what volantd accepts
+        raise InvalidSetting(f"{network_source}: must be between /16 and /30 in size")
     address_text, address_source = pick("--host-ip", host_ip, "VOLANT_HOST_IP")
     if address_text is None:
         return NetworkSettings(name, network, network.network_address + 1)
