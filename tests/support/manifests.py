@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 
@@ -26,3 +27,15 @@ def manifest(name: str, url: str, checksum: str | None, version: str = "1.0.0") 
         "workload": {"entrypoint": ["/bin/httpd", "-f"], "base_url": "http://127.0.0.1:80"},
         "health_check": {"endpoint": "/"},
     }
+
+
+def bzimage(release: str) -> bytes:
+    """The x86 boot header fields volantd's kernel store reads from a kernel, and padding: a
+    stand-in kernel for tests whose VMM runs nothing."""
+    image = bytearray(0x2000)
+    image[0x1FE:0x200] = b"\x55\xaa"
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x020F)
+    image[0x600 : 0x600 + len(release) + 1] = release.encode() + b"\0"
+    struct.pack_into("<H", image, 0x20E, 0x400)
+    return bytes(image)

@@ -25,6 +25,7 @@ TABLES = {
     "deployments",
     "port_leases",
     "ip_leases",
+    "device_claims",
     "events",
 }
 
@@ -102,7 +103,8 @@ def test_migrations_folder_holds_what_alembic_needs_at_runtime() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert sorted(path.name for path in (MIGRATIONS_DIR / "versions").glob("*.py")) == [
-        "0001_initial.py"
+        "0001_initial.py",
+        "0002_device_claims.py",
     ]
 
 

@@ -3,11 +3,13 @@
 `volar doctor` runs this through a subprocess (volar never imports volantd): the QEMU binary,
 the default kernel, whether /dev/kvm opens, and the acceleration volantd would pick, with the
 reason. The acceleration comes from the same code, environment and probe cache as the QEMU
-driver, so running the check also warms the cache the daemon reads.
+driver, so running the check also warms the cache the daemon reads. Cloud Hypervisor (an
+optional driver) is reported the same way: its binary, and whether it can run VMs here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ from volantd.hypervisors.accel import (
     kvm_device_usable,
     requested_accel,
 )
+from volantd.hypervisors.cloud_hypervisor import CloudHypervisorDriver
 from volantd.kernels.errors import KernelIntegrityError, KernelNotFoundError
 from volantd.kernels.store import KernelStore
 from volantd.paths import cache_dir, volant_home
@@ -96,6 +99,30 @@ def _accel_facts(
     return {**facts, "accel": choice.accel.value, "reason": choice.reason}
 
 
+def _cloud_hypervisor_facts(cache: Path, kernel: Path | None, probe: bool) -> dict[str, Any]:
+    """The Cloud Hypervisor driver as volantd sees it; with `probe`, proves KVM under CH
+    with the default kernel the first time on a host boot (as the first CH VM would)."""
+    driver = CloudHypervisorDriver(cache_dir=cache)
+    try:
+        path: str | None = driver.binary
+    except VolantError:
+        path = None
+    capabilities = driver.capabilities()
+    if probe and path and capabilities.available and kernel is not None:
+        # the verdict (or why there is none) is in the capabilities read next
+        with contextlib.suppress(VolantError, OSError):
+            driver.require_kvm(driver.boot_kernel(kernel))
+        capabilities = driver.capabilities()
+    return {"path": path, "available": capabilities.available, "reason": capabilities.reason}
+
+
+def _default_hypervisor() -> str | None:
+    try:
+        return Settings.from_environment().default_hypervisor
+    except VolantError:
+        return None
+
+
 def host_facts(*, probe: bool = True) -> dict[str, Any]:
     """Everything `volantd host check --json` reports (read by `volar doctor`, volar.host)."""
     home, kernels = _home_and_kernels()
@@ -117,6 +144,8 @@ def host_facts(*, probe: bool = True) -> dict[str, Any]:
         },
         "accel": _accel_facts(qemu, image, cache / "accel-probe.json", probe, usable),
         "vsock": Path("/dev/vhost-vsock").exists(),
+        "hypervisor": _default_hypervisor(),
+        "cloud_hypervisor": _cloud_hypervisor_facts(cache, image, probe),
     }
 
 
@@ -128,10 +157,12 @@ def check(
         typer.Option("--no-probe", help="never boot the KVM probe guest (report a cached verdict)"),
     ] = False,
 ) -> None:
-    """Report the QEMU binary, default kernel, /dev/kvm and the acceleration VMs would get.
+    """Report the QEMU binary, default kernel, /dev/kvm and the acceleration VMs would get,
+    and whether Cloud Hypervisor can run VMs here.
 
     With /dev/kvm usable and VOLANT_ACCEL=auto this boots the default kernel under KVM once
-    (up to 8 s) unless the verdict is cached for this host boot.
+    (up to 8 s; again under Cloud Hypervisor when it is installed) unless the verdict is
+    cached for this host boot.
     """
     facts = host_facts(probe=not no_probe)
     if as_json:
@@ -144,3 +175,6 @@ def check(
     typer.echo(f"kernel: {kernel['name'] if kernel['ok'] else kernel['error']}")
     typer.echo(f"kvm:    {facts['kvm']['reason']}")
     typer.echo(f"accel:  {accel['accel'] or 'unknown'} ({accel['reason']})")
+    ch = facts["cloud_hypervisor"]
+    verdict = "available" if ch["available"] else "unavailable"
+    typer.echo(f"cloud-hypervisor: {verdict} ({ch['reason']})")

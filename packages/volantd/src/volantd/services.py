@@ -6,10 +6,17 @@ from dataclasses import dataclass
 
 from volantd.artifacts import ArtifactCache
 from volantd.deployments import DeploymentController
+from volantd.devices import AllowList, DeviceManager, Sysfs
 from volantd.events import EventBus
-from volantd.hypervisors import QemuDriver
+from volantd.hypervisors import CloudHypervisorDriver, HypervisorDriver, QemuDriver
 from volantd.kernels import KernelStore
-from volantd.network import BridgedNetwork, Networks, UserNetwork, host_resolvers
+from volantd.network import (
+    BridgedNetwork,
+    Networks,
+    UserNetwork,
+    VsockNetwork,
+    host_resolvers,
+)
 from volantd.paths import cache_dir, run_dir
 from volantd.registry import PluginRegistry
 from volantd.settings import Settings
@@ -26,6 +33,7 @@ class Services:
     bus: EventBus
     vms: Orchestrator
     deployments: DeploymentController
+    devices: DeviceManager
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -35,7 +43,11 @@ class Services:
         cache = ArtifactCache(cache_dir(settings.home))
         bus = EventBus(db)
         kernels = KernelStore(settings.kernels, cache_dir(settings.home))
-        driver = QemuDriver(cache_dir=cache_dir(settings.home))
+        drivers: list[HypervisorDriver] = [
+            QemuDriver(cache_dir=cache_dir(settings.home)),
+            CloudHypervisorDriver(cache_dir=cache_dir(settings.home)),
+        ]
+        default = next(d for d in drivers if d.name == settings.default_hypervisor)
         bridged = BridgedNetwork(
             db,
             bridge=settings.bridge,
@@ -43,12 +55,18 @@ class Services:
             dns=settings.dns if settings.dns is not None else host_resolvers(),
             state_dir=settings.home / "network",
         )
-        networks = Networks([UserNetwork(db), bridged])
-        vms = Orchestrator(
-            db, kernels, driver, bus, run_dir(settings.home), cache_dir(settings.home), networks
+        networks = Networks([VsockNetwork(), UserNetwork(db), bridged])
+        devices = DeviceManager(
+            db,
+            Sysfs(settings.sysfs_root),
+            AllowList(settings.vfio_allowlist, deny_when_empty=True),
         )
+        vms = Orchestrator(
+            db, kernels, default, bus, run_dir(settings.home), cache_dir(settings.home), networks,
+            devices, drivers=[driver for driver in drivers if driver is not default],
+        )  # fmt: skip
         deployments = DeploymentController(db, vms, bus)
-        return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms, deployments)
+        return cls(settings, db, cache, PluginRegistry(db, cache), bus, vms, deployments, devices)
 
     async def start(self) -> None:
         """Adopt the VMs a previous volantd left running, then keep deployments at their

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from volantd.devices.errors import InvalidDeviceError
+from volantd.devices.pci import AllowList
 from volantd.errors import VolantError
 from volantd.paths import volant_home
 
@@ -20,6 +22,9 @@ DEFAULT_BRIDGE = "vbr0"
 DEFAULT_SUBNET = "192.168.127.0/24"
 BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+HYPERVISORS = {"qemu": "qemu", "cloud-hypervisor": "cloud-hypervisor",
+               "cloud_hypervisor": "cloud-hypervisor", "ch": "cloud-hypervisor"}  # fmt: skip
+"""`VOLANT_HYPERVISOR` values (the aliases of VM configs' ``hypervisor``) -> driver names."""
 
 
 class SettingsError(VolantError):
@@ -50,6 +55,13 @@ class Settings:
     """The bridge's own address, the guests' gateway; default the subnet's first address."""
     dns: tuple[str, ...] | None = None
     """Name servers for bridged guests; default the host's own (non-loopback) resolvers."""
+    hypervisor: str = "qemu"
+    """The driver of VMs whose config names none: ``qemu`` or ``cloud-hypervisor``."""
+    sysfs_root: Path = Path("/sys")
+    """Where sysfs is (PCI devices for VFIO); tests point it at a tree of their own."""
+    vfio_allowlist: tuple[str, ...] = ()
+    """The ``vendor:device`` (or ``vendor:*``) ids of the host PCI devices volantd may bind
+    to vfio-pci and pass to VMs; empty: none (passthrough is off)."""
 
     @classmethod
     def from_environment(cls, **overrides: object) -> Settings:
@@ -69,6 +81,9 @@ class Settings:
             subnet=env.get("VOLANT_SUBNET", DEFAULT_SUBNET),
             host_ip=env.get("VOLANT_HOST_IP"),
             dns=_address_list(env["VOLANT_DNS"]) if "VOLANT_DNS" in env else None,
+            hypervisor=env.get("VOLANT_HYPERVISOR", "qemu"),
+            sysfs_root=Path(env.get("VOLANT_SYSFS_ROOT", "/sys")).expanduser(),
+            vfio_allowlist=_pci_ids(env.get("VOLANT_VFIO_ALLOWLIST", "")),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given).checked()  # type: ignore[arg-type]
@@ -80,6 +95,11 @@ class Settings:
     @property
     def kernels(self) -> Path:
         return self.kernels_dir or self.home / "kernels"
+
+    @property
+    def default_hypervisor(self) -> str:
+        """The driver name of `hypervisor` (its aliases resolved)."""
+        return HYPERVISORS[self.hypervisor.lower()]
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -119,6 +139,11 @@ class Settings:
                 f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         self._check_network()
+        if self.hypervisor.lower() not in HYPERVISORS:
+            raise SettingsError(
+                f"hypervisor {self.hypervisor!r} (VOLANT_HYPERVISOR) is not one of "
+                "qemu, cloud-hypervisor"
+            )
         if self.api_key is not None and len(self.api_key) < 16:
             raise SettingsError("the API key (VOLANT_API_KEY) must be at least 16 characters")
         if not self.is_loopback_only and not self.api_key and not self.allow_remote_without_key:
@@ -168,6 +193,13 @@ def _address_list(value: str) -> tuple[str, ...]:
                 f"VOLANT_DNS: {address!r} is not an IP address (give a comma-separated list)"
             ) from None
     return addresses
+
+
+def _pci_ids(value: str) -> tuple[str, ...]:
+    try:
+        return AllowList.parse(value.replace(",", " ").split()).entries
+    except InvalidDeviceError as error:
+        raise SettingsError(f"VOLANT_VFIO_ALLOWLIST: {error} (a comma-separated list)") from None
 
 
 def _optional_path(value: str | None) -> Path | None:

@@ -16,6 +16,7 @@ from volar.client import VolarError
 # These modules register their `vms` subcommands when imported.
 from volar.commands import config, console, guest, wait, workload  # noqa: F401
 from volar.commands.deployments import deployments_app
+from volar.commands.devices import devices_app
 from volar.commands.events import events
 from volar.commands.host import doctor, setup
 from volar.commands.plugins import plugins_app
@@ -27,6 +28,7 @@ app = typer.Typer(no_args_is_help=True, help="Manage Volant plugins and microVMs
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(vms_app, name="vms")
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(devices_app, name="devices")
 app.command()(events)
 app.command()(doctor)
 app.command()(setup)

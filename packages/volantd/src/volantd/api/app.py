@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from volantd import __version__
-from volantd.api import deployments, events, guest, mcp, plugins, system, vms
+from volantd.api import deployments, events, guest, mcp, plugins, system, vfio, vms
 from volantd.api.errors import install_error_handlers
 from volantd.api.middleware import ApiKeyCheck, RequestContext
 from volantd.services import Services
@@ -52,6 +52,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(guest.router)
     app.include_router(mcp.router)
+    app.include_router(vfio.router)
     if settings.api_key:
         app.add_middleware(ApiKeyCheck, api_key=settings.api_key)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id

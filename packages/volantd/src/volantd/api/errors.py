@@ -19,8 +19,16 @@ from starlette.exceptions import HTTPException
 from pluginspec import SpecError
 from volantd.api.middleware import request_id
 from volantd.artifacts import ArtifactError
+from volantd.devices import (
+    DeviceConflictError,
+    DeviceError,
+    DeviceNotAllowedError,
+    DeviceNotFoundError,
+    DeviceOperationError,
+)
 from volantd.errors import VolantError
 from volantd.store import ConflictError, NotFoundError
+from volantd.vms.hypervisors import UnsupportedByHypervisorError
 from volantd.vms.naming import InvalidNameError
 from volantd.vms.orchestrator import ReadyTimeoutError
 
@@ -70,9 +78,26 @@ def status_of(error: VolantError) -> int:
         return 409
     if isinstance(error, ReadyTimeoutError):
         return 504
-    if isinstance(error, ArtifactError | InvalidNameError):
+    if isinstance(error, ArtifactError | InvalidNameError | UnsupportedByHypervisorError):
         return 422
+    if isinstance(error, DeviceError):
+        return _device_status(error)
     return 400
+
+
+def _device_status(error: DeviceError) -> int:
+    for kind, status in DEVICE_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 422  # InvalidDeviceError
+
+
+DEVICE_STATUS: tuple[tuple[type[DeviceError], int], ...] = (
+    (DeviceNotFoundError, 404),
+    (DeviceNotAllowedError, 403),  # the host's VFIO allow-list
+    (DeviceConflictError, 409),
+    (DeviceOperationError, 500),  # the kernel refused a sysfs write, or did not finish it
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:

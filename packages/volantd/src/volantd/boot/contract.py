@@ -84,6 +84,7 @@ def guest_contract(
     console_shell: bool = True,
     boot_epoch_ns: int | None = None,
     agent_port: int | None = None,
+    agent_vsock_port: int | None = None,
     extra_disks: Sequence[GuestDisk] = (),
 ) -> VMContract:
     """The vm.json of one VM running `manifest` on `kernel`.
@@ -91,8 +92,9 @@ def guest_contract(
     `drivers` are the guest drivers its devices need (`HypervisorDriver.guest_drivers`):
     init loads only their modules, plus the root filesystem's for a rootfs plugin; None loads
     every module the kernel ships. `agent_port`: kestrel's guest port (default:
-    `agent_guest_port(manifest)`). `extra_disks` follow the manifest's (the cloud-init seed);
-    their filesystems' drivers are loaded for the image to mount them.
+    `agent_guest_port(manifest)`); `agent_vsock_port`: its vsock port, if the VM has vsock.
+    `extra_disks` follow the manifest's (the cloud-init seed); their filesystems' drivers are
+    loaded for the image to mount them.
     """
     boot = guest_boot(manifest)
     disks = [*guest_disks(manifest), *extra_disks]
@@ -110,7 +112,9 @@ def guest_contract(
         manifest=manifest,
         workload=GuestWorkload.from_manifest(manifest),
         network=network,
-        agent=AgentListen(tcp_port=agent_port or agent_guest_port(manifest)),
+        agent=AgentListen(
+            tcp_port=agent_port or agent_guest_port(manifest), vsock_port=agent_vsock_port
+        ),
         boot=boot,
         disks=disks,
         modules=list(kernel.modules if drivers is None else kernel.modules_for(drivers)),

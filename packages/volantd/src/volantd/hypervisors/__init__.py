@@ -12,12 +12,18 @@ from volantd.hypervisors.base import (
     VMProcess,
     VMState,
     VMStatus,
+    VsockSpec,
+    vsock_cid_for,
 )
-from volantd.hypervisors.qemu import QemuDriver, VMMError, build_qemu_args
+from volantd.hypervisors.cloud_hypervisor import CloudHypervisorDriver
+from volantd.hypervisors.cloud_hypervisor_api import build_vm_config
+from volantd.hypervisors.monitored import VMMError
+from volantd.hypervisors.qemu import QemuDriver, build_qemu_args
 
 __all__ = [
     "Accel",
     "Capabilities",
+    "CloudHypervisorDriver",
     "DiskSpec",
     "HypervisorDriver",
     "LaunchSpec",
@@ -29,5 +35,8 @@ __all__ = [
     "VMProcess",
     "VMState",
     "VMStatus",
+    "VsockSpec",
     "build_qemu_args",
+    "build_vm_config",
+    "vsock_cid_for",
 ]

@@ -57,10 +57,17 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _probe_key(qemu: str, kernel: Path) -> str:
-    qemu_stat = os.stat(qemu)
+def host_key(vmm: str) -> str:
+    """What a verdict about the host alone holds for: this host boot and this VMM binary."""
+    parts = [_boot_id(), vmm, str(os.stat(vmm).st_mtime_ns)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def probe_key(vmm: str, kernel: Path) -> str:
+    """What a cached verdict holds for: this host boot, this VMM binary, this kernel."""
+    vmm_stat = os.stat(vmm)
     kernel_stat = kernel.stat()
-    parts = [_boot_id(), qemu, str(qemu_stat.st_mtime_ns), str(kernel), str(kernel_stat.st_size)]
+    parts = [_boot_id(), vmm, str(vmm_stat.st_mtime_ns), str(kernel), str(kernel_stat.st_size)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
@@ -72,6 +79,18 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Acce
         "-kernel", str(kernel), "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1",
         "-serial", "stdio",
     ]  # fmt: skip
+    booted, how = probe_banner(command, timeout, "QEMU")
+    if booted:
+        return AccelChoice(Accel.KVM, f"KVM booted the guest kernel in {how}")
+    return AccelChoice(Accel.TCG, f"KVM probe: {how}")
+
+
+def probe_banner(
+    command: list[str], timeout: float = PROBE_TIMEOUT_S, label: str = "the VMM"
+) -> tuple[bool, str]:
+    """Run `command` (VMM `label` booting a kernel with its serial console on stdout) until
+    the kernel's banner appears: (True, "0.42 s"), or (False, why not) after an early exit or
+    `timeout` seconds. The VMM is killed either way."""
     started = time.monotonic()
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -84,13 +103,12 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Acce
             chunk = process.stdout.read() or b""
             seen = (seen + chunk)[-4096:]
             if BANNER in seen:
-                elapsed = time.monotonic() - started
-                return AccelChoice(Accel.KVM, f"KVM booted the guest kernel in {elapsed:.2f} s")
+                return True, f"{time.monotonic() - started:.2f} s"
             if process.poll() is not None and not chunk:
                 tail = seen.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                return AccelChoice(Accel.TCG, f"KVM probe: QEMU exited early ({tail[0]})")
+                return False, f"{label} exited early ({tail[0]})"
             time.sleep(0.02)
-        return AccelChoice(Accel.TCG, f"KVM probe: guest printed nothing within {timeout:.0f} s")
+        return False, f"guest printed nothing within {timeout:.0f} s"
     finally:
         process.kill()
         process.wait()
@@ -99,7 +117,7 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Acce
 def cached_probe(qemu: str, kernel: Path, cache_file: Path) -> AccelChoice | None:
     """The cached KVM probe verdict for this host boot, `qemu` and `kernel`, if there is one."""
     try:
-        key = _probe_key(qemu, kernel)
+        key = probe_key(qemu, kernel)
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:
             return AccelChoice(Accel(cached["accel"]), cached["reason"] + " (cached)")
@@ -125,10 +143,15 @@ def choose_accel(
     cached = cached_probe(qemu, kernel, cache_file)
     if cached is not None:
         return cached
-    key = _probe_key(qemu, kernel)
+    key = probe_key(qemu, kernel)
     result = probe_kvm(qemu, kernel)
+    store_probe(cache_file, key, result)
+    return result
+
+
+def store_probe(cache_file: Path, key: str, result: AccelChoice) -> None:
+    """Cache a probe's verdict under `key` (see `probe_key`)."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"key": key, **asdict(result)}))
     os.replace(tmp, cache_file)
-    return result

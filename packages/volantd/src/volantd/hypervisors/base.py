@@ -66,6 +66,29 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class VsockSpec:
+    """A guest vsock device: the guest's context id and, for VMMs with *hybrid* vsock (Cloud
+    Hypervisor), the host unix socket behind it (``CONNECT <port>`` reaches a guest port)."""
+
+    cid: int
+    socket: Path
+
+
+FIRST_GUEST_CID = 3
+"""CIDs 0-2 are the hypervisor, the local loopback and the host."""
+MAX_GUEST_CID = 0xFFFFFFFE
+"""0xFFFFFFFF is VMADDR_CID_ANY."""
+
+
+def vsock_cid_for(vm_id: int) -> int:
+    """A VM's vsock context id: unique among VMs and stable for a VM (3 + its numeric id)."""
+    cid = FIRST_GUEST_CID + vm_id
+    if vm_id < 0 or cid > MAX_GUEST_CID:
+        raise ValueError(f"vm id {vm_id} has no vsock CID (ids 0..{MAX_GUEST_CID - 3} do)")
+    return cid
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a driver needs to run one VM; paths are host paths."""
 
@@ -78,6 +101,11 @@ class LaunchSpec:
     memory_mb: int = 256
     network: NetworkSpec | None = field(default_factory=NetworkSpec)
     disks: tuple[DiskSpec, ...] = ()
+    devices: tuple[Path, ...] = ()
+    """Host PCI devices passed through (VFIO), as sysfs device directories
+    (``/sys/bus/pci/devices/0000:01:00.0``), already bound to vfio-pci by volantd."""
+    vsock: VsockSpec | None = None
+    """The guest's vsock device; None: none (a driver without vsock ignores it)."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +118,12 @@ class Capabilities:
     accel: Accel | None = None
     vsock: bool = False
     vfio: bool = False
+    vfio_reason: str = ""
+    """Why ``vfio`` is false, for the operator (which driver or host setup to use instead)."""
     hotplug: bool = False
     user_networking: bool = False
+    hybrid_vsock: bool = False
+    """vsock is reached through the VMM's unix socket (``CONNECT <port>``), not AF_VSOCK."""
 
 
 class VMState(enum.StrEnum):

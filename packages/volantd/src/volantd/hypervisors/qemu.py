@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +25,6 @@ import psutil
 from qemu.qmp import QMPClient, QMPError
 
 from volantd import paths
-from volantd import vmm_monitor as monitor
 from volantd.errors import VolantError
 from volantd.hosttools import require_tool
 from volantd.hypervisors.accel import AccelChoice, choose_accel, kvm_device_usable
@@ -38,13 +32,19 @@ from volantd.hypervisors.base import (
     Accel,
     Capabilities,
     DiskSpec,
-    HypervisorDriver,
     LaunchSpec,
     NetworkMode,
     NetworkSpec,
     VMProcess,
     VMState,
     VMStatus,
+)
+from volantd.hypervisors.monitored import (
+    MonitoredDriver,
+    VMMError,
+    check_launch_files,
+    check_socket_paths,
+    process_alive,
 )
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -55,14 +55,11 @@ kernel unpacks a 22 MiB initramfs about a third faster (docs/hypervisors.md)."""
 QMP_SOCKET = "qmp.sock"
 CONSOLE_SOCKET = "console.sock"
 SERIAL_LOG = "serial.log"
-MAX_UNIX_PATH = 107
 DISK_FORMATS = ("raw", "qcow2")
-START_TIMEOUT_S = 15.0
 QMP_TIMEOUT_S = 5.0
-
-
-class VMMError(VolantError):
-    """The VMM could not be started or controlled."""
+NO_VFIO = (
+    "QEMU microvm has no PCI bus: VFIO passthrough needs the cloud-hypervisor driver on a KVM host"
+)
 
 
 def host_tsc_khz() -> int | None:
@@ -121,6 +118,8 @@ def build_qemu_args(
     if network is not None and network.mode is not NetworkMode.NONE:
         args += ["-netdev", netdev_option(network),
                  "-device", f"virtio-net-device,netdev=net0,mac={network.mac}"]  # fmt: skip
+    if spec.vsock is not None:  # the host kernel's vhost-vsock backs it (/dev/vhost-vsock)
+        args += ["-device", f"vhost-vsock-device,guest-cid={spec.vsock.cid}"]
     return args
 
 
@@ -161,59 +160,13 @@ def _option_value(value: str) -> str:
     return value.replace(",", ",,")
 
 
-async def wait_for_exit(pid: int, timeout: float) -> bool:
-    """Wait until process `pid` has exited (reaping it if it is our child); False on timeout."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-
-    def on_exit() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, on_exit)
-    try:
-        await asyncio.wait_for(exited, timeout)
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    return True
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int, run_dir: Path) -> bool:
-    """Whether `pid` is a live (not zombie) process working in `run_dir` (guards PID reuse)."""
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and Path(process.cwd()) == run_dir
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class QemuDriver(HypervisorDriver):
+class QemuDriver(MonitoredDriver):
     """Runs VMs as QEMU microvm processes, each under its own monitor process."""
 
     name = "qemu"
+    vmm_label = "QEMU"
+    control_socket = QMP_SOCKET
+    control_name = "QMP socket"
 
     def __init__(
         self,
@@ -233,24 +186,27 @@ class QemuDriver(HypervisorDriver):
         return self._binary
 
     def guest_drivers(self, *, network: bool, disks: int = 0) -> tuple[str, ...]:
-        """microvm's devices are virtio-mmio: the transport, plus the NIC and disk drivers."""
+        """microvm's devices are virtio-mmio: the transport, plus the NIC and disk drivers
+        (and vsock's where the host has vhost-vsock: the orchestrator then adds a device)."""
         return (
             "virtio_mmio",
             *(("virtio_net",) if network else ()),
             *(("virtio_blk",) if disks else ()),
+            *(("vmw_vsock_virtio_transport",) if self.capabilities().vsock else ()),
         )
 
     def capabilities(self) -> Capabilities:
         try:
             self.binary  # noqa: B018 - resolving the binary is the availability check
         except VolantError as error:
-            return Capabilities(self.name, available=False, reason=str(error))
+            return Capabilities(self.name, available=False, reason=str(error), vfio_reason=NO_VFIO)
         kvm, why = kvm_device_usable()
         return Capabilities(
             self.name,
             available=True,
             reason=why if kvm else f"{why}; guests run under TCG",
             vsock=Path("/dev/vhost-vsock").exists(),
+            vfio_reason=NO_VFIO,
             user_networking=True,
         )
 
@@ -259,87 +215,27 @@ class QemuDriver(HypervisorDriver):
         return choose_accel(self.binary, kernel, cache, self._accel_request)
 
     def prepare(self, spec: LaunchSpec) -> None:
-        if not spec.kernel.is_file():
-            raise VMMError(f"kernel {spec.kernel} does not exist: run `volantd kernels fetch`")
-        if spec.initrd is not None and not spec.initrd.is_file():
-            raise VMMError(f"initrd {spec.initrd} does not exist")
-        for disk in spec.disks:
-            if disk.format not in DISK_FORMATS:
-                raise VMMError(
-                    f"disk {disk.name} of VM {spec.name}: format {disk.format!r} is not one of "
-                    f"{', '.join(DISK_FORMATS)}"
-                )
-            if not disk.path.is_file():
-                raise VMMError(f"disk {disk.name} of VM {spec.name}: {disk.path} does not exist")
-        if spec.cpus < 1 or spec.memory_mb < 64:
-            raise VMMError(f"VM {spec.name}: needs cpus >= 1 and memory_mb >= 64")
+        check_launch_files(spec, DISK_FORMATS)
+        if spec.devices:
+            raise VMMError(f"VM {spec.name}: {NO_VFIO}")
         run_dir = spec.run_dir.resolve()
-        longest = len(str(run_dir / CONSOLE_SOCKET))
-        if longest > MAX_UNIX_PATH:
-            raise VMMError(
-                f"run directory {run_dir} is too deep for unix sockets "
-                f"({longest} > {MAX_UNIX_PATH} characters): use a shorter VOLANT_HOME"
-            )
+        check_socket_paths(run_dir, [CONSOLE_SOCKET])
         run_dir.mkdir(parents=True, exist_ok=True)
-        pid = _read_pid(run_dir / monitor.VMM_PID_FILE)
-        if pid is not None and _alive(pid, run_dir):
-            raise VMMError(f"VM {spec.name} is already running (QEMU pid {pid})")
-        for stale in (QMP_SOCKET, CONSOLE_SOCKET, monitor.VMM_PID_FILE, monitor.EXIT_FILE):
-            (run_dir / stale).unlink(missing_ok=True)
+        self._check_not_running(spec, run_dir)
+        self._remove_stale(run_dir, [QMP_SOCKET, CONSOLE_SOCKET])
 
     async def start(self, spec: LaunchSpec) -> VMProcess:
         self.prepare(spec)
         choice = self.choose_accel(spec.kernel)
         args = build_qemu_args(spec, choice.accel, self.binary, host_tsc_khz())
-        run_dir = spec.run_dir.resolve()
-        read_end, lifeline = os.pipe()
-        try:
-            with open(run_dir / "monitor.log", "ab") as monitor_log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", monitor.__name__, str(run_dir), "--", *args],
-                    stdin=read_end,
-                    stdout=monitor_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except BaseException:
-            os.close(lifeline)
-            raise
-        finally:
-            os.close(read_end)
-        vm = VMProcess(spec.name, run_dir, 0, process.pid, choice.accel, lifeline)
-        try:
-            vm.pid = await self._wait_until_controllable(vm, process)
-        except BaseException:
-            await self._kill(vm)
-            raise
-        return vm
+        return await self._launch(spec, args, choice.accel)
 
-    async def _wait_until_controllable(
-        self, vm: VMProcess, process: subprocess.Popen[bytes]
-    ) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT_S
-        while loop.time() < deadline:
-            if process.poll() is not None:
-                raise VMMError(
-                    f"QEMU for VM {vm.name} exited during start:\n"
-                    f"{_tail(vm.run_dir / monitor.VMM_LOG_FILE)}"
-                )
-            pid = _read_pid(vm.run_dir / monitor.VMM_PID_FILE)
-            if pid is not None and (vm.run_dir / QMP_SOCKET).exists():
-                vm.pid = pid
-                with contextlib.suppress(OSError, QMPError, TimeoutError):
-                    await self._query_status(vm)
-                    return pid
-            await asyncio.sleep(0.02)
-        raise VMMError(f"QEMU for VM {vm.name} did not open its QMP socket in {START_TIMEOUT_S} s")
-
-    def detach(self, vm: VMProcess) -> None:
-        if vm.lifeline is not None:
-            os.write(vm.lifeline, b"detach\n")
-            os.close(vm.lifeline)
-            vm.lifeline = None
+    async def _controllable(self, vm: VMProcess) -> bool:
+        try:
+            await self._query_status(vm)
+        except (OSError, QMPError, TimeoutError):
+            return False
+        return True
 
     @contextlib.asynccontextmanager
     async def _qmp(self, vm: VMProcess) -> AsyncIterator[QMPClient]:
@@ -360,68 +256,29 @@ class QemuDriver(HypervisorDriver):
         return str(reply["status"])
 
     async def status(self, vm: VMProcess) -> VMStatus:
-        if _alive(vm.pid, vm.run_dir):
+        if process_alive(vm.pid, vm.run_dir):
             try:
                 state = await self._query_status(vm)
             except Exception as error:  # QMP busy or going away: the process is what counts
                 return VMStatus(VMState.RUNNING, vm.pid, detail=f"QMP unavailable: {error}")
             mapped = {"running": VMState.RUNNING, "shutdown": VMState.SHUTDOWN}
             return VMStatus(mapped.get(state, VMState.PAUSED), vm.pid, detail=state)
-        # The monitor writes exit.json right after reaping QEMU; give it that moment.
-        await wait_for_exit(vm.monitor_pid, 5.0)
-        return self._exit_status(vm)
+        return await self._ended_status(vm)
 
-    def alive(self, vm: VMProcess) -> bool:
-        return bool(vm.pid) and _alive(vm.pid, vm.run_dir)
+    async def _power_button(self, vm: VMProcess) -> None:
+        async with self._qmp(vm) as qmp:
+            await qmp.execute("system_powerdown")
 
-    def _exit_status(self, vm: VMProcess) -> VMStatus:
-        try:
-            record = json.loads((vm.run_dir / monitor.EXIT_FILE).read_text())
-        except (OSError, ValueError):
-            return VMStatus(VMState.CRASHED, detail="VMM gone without an exit record")
-        code = record.get("returncode")
-        state = VMState.STOPPED if code == 0 else VMState.CRASHED
-        return VMStatus(state, exit_code=code, detail=str(record.get("reason", "")))
-
-    async def stop(self, vm: VMProcess, timeout: float = 10.0) -> VMStatus:
-        if _alive(vm.pid, vm.run_dir):
-            with contextlib.suppress(Exception):
-                async with self._qmp(vm) as qmp:
-                    await qmp.execute("system_powerdown")
-            if not await wait_for_exit(vm.pid, timeout):
-                with contextlib.suppress(Exception):
-                    async with self._qmp(vm) as qmp:
-                        await qmp.execute("quit")
-                if not await wait_for_exit(vm.pid, 2.0):
-                    await self._kill(vm)
-        await wait_for_exit(vm.monitor_pid, 5.0)
-        self._close_lifeline(vm)
-        return self._exit_status(vm)
-
-    async def _kill(self, vm: VMProcess) -> None:
-        """Force the VMM off and wait for its monitor to exit; used on every failure path."""
-        self._close_lifeline(vm)
-        if vm.pid and _alive(vm.pid, vm.run_dir):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(vm.pid, signal.SIGKILL)
-            await wait_for_exit(vm.pid, 5.0)
-        if not await wait_for_exit(vm.monitor_pid, 5.0):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(vm.monitor_pid, signal.SIGKILL)
-            await wait_for_exit(vm.monitor_pid, 5.0)
-
-    def _close_lifeline(self, vm: VMProcess) -> None:
-        if vm.lifeline is not None:
-            os.close(vm.lifeline)
-            vm.lifeline = None
+    async def _quit(self, vm: VMProcess) -> None:
+        async with self._qmp(vm) as qmp:
+            await qmp.execute("quit")
 
     async def attach(self, name: str, run_dir: Path) -> VMProcess | None:
         run_dir = run_dir.resolve()
-        pid = _read_pid(run_dir / monitor.VMM_PID_FILE)
-        monitor_pid = _read_pid(run_dir / monitor.MONITOR_PID_FILE)
-        if pid is None or monitor_pid is None or not _alive(pid, run_dir):
+        found = self._find(run_dir)
+        if found is None:
             return None
-        process = psutil.Process(pid)
-        cmdline = process.cmdline()
+        pid, monitor_pid = found
+        cmdline = psutil.Process(pid).cmdline()
         accel = Accel(cmdline[cmdline.index("-accel") + 1]) if "-accel" in cmdline else Accel.TCG
         return VMProcess(name, run_dir, pid, monitor_pid, accel)

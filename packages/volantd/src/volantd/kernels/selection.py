@@ -21,8 +21,8 @@ class WantedModule:
 
 
 GUEST_MODULES: tuple[WantedModule, ...] = (
-    WantedModule("virtio_mmio", "virtio-mmio devices (QEMU microvm, Cloud Hypervisor)"),
-    WantedModule("virtio_pci", "virtio-pci devices (QEMU q35/pc machines)"),
+    WantedModule("virtio_mmio", "virtio-mmio devices (QEMU microvm)"),
+    WantedModule("virtio_pci", "virtio-pci devices (Cloud Hypervisor, QEMU q35/pc machines)"),
     WantedModule("virtio_net", "the guest network interface"),
     WantedModule("virtio_blk", "root and data disks"),
     WantedModule("virtio_console", "the virtio console"),

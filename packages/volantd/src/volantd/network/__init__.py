@@ -8,6 +8,7 @@ from volantd.network.drivers import (
     Networks,
     Published,
     UserNetwork,
+    VsockNetwork,
 )
 from volantd.network.resolvers import host_resolvers
 
@@ -18,5 +19,6 @@ __all__ = [
     "Networks",
     "Published",
     "UserNetwork",
+    "VsockNetwork",
     "host_resolvers",
 ]

@@ -56,12 +56,20 @@ class Attachment:
     agent_port: int
     address: str | None = None
     published: tuple[Published, ...] = ()
+    vsock_agent: bool = False
+    """The agent is reached over vsock (no NIC): volantd forwards a loopback port to it and
+    `agent_port` is only known once the VMM runs."""
 
 
 class NetworkDriver(ABC):
     """The network side of some modes."""
 
     modes: tuple[str, ...]
+    needs_user_networking = False
+    """Whether the VMM must offer user-mode NAT (`Capabilities.user_networking`)."""
+    needs_vsock = False
+    """Whether the VMM must offer vsock (`Capabilities.vsock`); such a driver is preferred
+    for its modes where the VMM has it."""
 
     @abstractmethod
     def attach(
@@ -87,19 +95,30 @@ class Networks:
     def __init__(self, drivers: Iterable[NetworkDriver]) -> None:
         self.drivers = list(drivers)
 
-    def driver(self, mode: str) -> NetworkDriver:
-        for driver in self.drivers:
-            if mode in driver.modes:
+    def driver(self, mode: str, *, vsock: bool = False) -> NetworkDriver:
+        """The driver of `mode` for a VMM with (or without) vsock."""
+        serving = [driver for driver in self.drivers if mode in driver.modes]
+        serving.sort(key=lambda driver: not driver.needs_vsock)  # vsock ones first
+        for driver in serving:
+            if vsock or not driver.needs_vsock:
                 return driver
         raise ConflictError(f"network mode {mode!r} is not available on this volantd")
 
     def attach(
-        self, vm: VMRecord, mode: str, exposed: Sequence[Expose], agent_guest_port: int
+        self,
+        vm: VMRecord,
+        mode: str,
+        exposed: Sequence[Expose],
+        agent_guest_port: int,
+        *,
+        vsock: bool = False,
     ) -> Attachment:
+        """Attach `vm` in `mode` (on a VMM offering `vsock` or not)."""
+        chosen = self.driver(mode, vsock=vsock)
         for driver in self.drivers:  # a VM whose mode changed: the other driver lets go
-            if mode not in driver.modes:
+            if driver is not chosen:
                 driver.detach(vm)
-        return self.driver(mode).attach(vm, mode, exposed, agent_guest_port)
+        return chosen.attach(vm, mode, exposed, agent_guest_port)
 
     def detach(self, vm: VMRecord) -> None:
         for driver in self.drivers:
@@ -147,6 +166,7 @@ class UserNetwork(NetworkDriver):
     """QEMU user-mode NAT: agent and published ports are forwards on 127.0.0.1."""
 
     modes = ("user", "isolated")
+    needs_user_networking = True
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -176,6 +196,28 @@ class UserNetwork(NetworkDriver):
     def reconcile(self, running: Mapping[str, VMRecord]) -> None:
         for vm_name in {lease.vm_name for lease in self.db.ports.all()} - set(running):
             self.db.ports.release(vm_name)
+
+
+class VsockNetwork(NetworkDriver):
+    """`isolated` on a VMM with vsock: no NIC at all; only the agent is reachable, over vsock
+    (upstream's `vsock` mode, which never worked there). Published ports need a NIC: they
+    are left out, and the workload is reached through the agent's proxy."""
+
+    modes = ("isolated",)
+    needs_vsock = True
+
+    def attach(
+        self, vm: VMRecord, mode: str, exposed: Sequence[Expose], agent_guest_port: int
+    ) -> Attachment:
+        if exposed:
+            log.info("vm %s: isolated without a NIC, its %d expose entries are not published",
+                     vm.name, len(exposed))  # fmt: skip
+        guest = GuestNetwork.model_validate({"mode": "isolated", "mac": None})
+        spec = NetworkSpec(mode=NetworkMode.NONE, mac=vm.mac_address)
+        return Attachment(spec, guest, agent_port=0, vsock_agent=True)
+
+    def detach(self, vm: VMRecord) -> None:
+        """Nothing on the host belongs to the VM's network (the forwarder is the VM's)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Repositories take and return frozen records, never database rows, so another bac
 from volantd.store.artifacts import ArtifactRecord, ArtifactRepository
 from volantd.store.database import Database, open_database
 from volantd.store.deployments import DeploymentRecord, DeploymentRepository
+from volantd.store.devices import DeviceClaim, DeviceClaimRepository
 from volantd.store.errors import ConflictError, NotFoundError, StoreError
 from volantd.store.events import EventRecord, EventRepository
 from volantd.store.ips import IPLease, IPLeaseRepository
@@ -21,6 +22,8 @@ __all__ = [
     "Database",
     "DeploymentRecord",
     "DeploymentRepository",
+    "DeviceClaim",
+    "DeviceClaimRepository",
     "EventRecord",
     "EventRepository",
     "IPLease",

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from volantd.store.artifacts import ArtifactRepository
 from volantd.store.deployments import DeploymentRepository
+from volantd.store.devices import DeviceClaimRepository
 from volantd.store.errors import StoreError
 from volantd.store.events import EventRepository
 from volantd.store.ips import IPLeaseRepository
@@ -36,6 +37,7 @@ class Database:
         self.deployments = DeploymentRepository(transactions)
         self.ports = PortLeaseRepository(transactions)
         self.ips = IPLeaseRepository(transactions)
+        self.device_claims = DeviceClaimRepository(transactions)
         self.events = EventRepository(transactions)
 
     def close(self) -> None:

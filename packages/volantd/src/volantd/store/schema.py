@@ -174,6 +174,17 @@ ip_leases = sa.Table(
     sa.Column("leased_at", UTCDateTime, nullable=True),
 )
 
+device_claims = sa.Table(
+    "device_claims",
+    metadata,
+    sa.Column("address", sa.Text, primary_key=True),
+    # No foreign key to vms: a claim outlives its VM's row until the device is given back to
+    # its host driver (upstream's cascade lost exactly that).
+    sa.Column("vm_name", sa.Text, nullable=True, index=True),
+    sa.Column("original_driver", sa.Text, nullable=True),
+    sa.Column("bound_at", UTCDateTime, nullable=False),
+)
+
 events = sa.Table(
     "events",
     metadata,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,15 +34,19 @@ from volantd.boot.contract import (
 )
 from volantd.cloudinit import SEED_DISK, cloud_init_seed
 from volantd.cloudinit.sources import refuse_host_files
+from volantd.devices import AllowList, DeviceManager, VfioUnsupportedError
 from volantd.disks import data_disks, root_disk
 from volantd.errors import VolantError
 from volantd.events import EventBus
 from volantd.hypervisors import DiskSpec, HypervisorDriver, LaunchSpec, VMProcess
+from volantd.hypervisors.base import VsockSpec, vsock_cid_for
 from volantd.kernels import KernelStore
 from volantd.network import Networks, UserNetwork
 from volantd.store import ConflictError, Database, NotFoundError, VMRecord
 from volantd.vms import states
+from volantd.vms.agent_channel import AgentChannels, VsockChannel
 from volantd.vms.console import ConsoleEvents
+from volantd.vms.hypervisors import Hypervisors
 from volantd.vms.naming import check_name
 
 log = logging.getLogger("volantd.vms")
@@ -83,6 +87,7 @@ class Running:
     console: ConsoleEvents
     agent_expected: bool
     started: float  # time.monotonic() when the start was asked for
+    driver: HypervisorDriver
     agent_ready: asyncio.Event = field(default_factory=asyncio.Event)
     workload_healthy: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +105,8 @@ class Prepared:
     spec: LaunchSpec
     changes: dict[str, Any]
     boot: dict[str, Any] = field(default_factory=dict)
+    channel: VsockChannel | None = None
+    """The agent's vsock channel, for a VM without a NIC."""
 
 
 class Orchestrator:
@@ -114,11 +121,21 @@ class Orchestrator:
         run_root: Path,
         cache_root: Path | None = None,
         networks: Networks | None = None,
+        devices: DeviceManager | None = None,
+        *,
+        drivers: Iterable[HypervisorDriver] = (),
     ) -> None:
         self.db = db
         self.networks = networks or Networks([UserNetwork(db)])
+        self.agent_channels = AgentChannels()
+        """Loopback forwarders to the agents of VMs without a NIC (over vsock)."""
+        self.devices = devices or DeviceManager(db)
+        """Host PCI devices (VFIO): bound on start, given back when the VMM is gone."""
         self.kernels = kernels
         self.driver = driver
+        """The host's default hypervisor driver."""
+        self.hypervisors = Hypervisors((driver, *drivers), default=driver.name)
+        """Every driver by name: a VM runs under the one its record names."""
         self.bus = bus
         self.run_root = run_root
         self.cache_root = cache_root or run_root.parent / "cache"
@@ -166,6 +183,9 @@ class Orchestrator:
         name = check_name(request.name)
         config = await self._db(self.resolve_config, request)
         await self._db(self._check_host_ports, name, config)
+        hypervisor = self.hypervisors.name_for(config)
+        driver = self.hypervisors.usable(hypervisor, _network_mode(config), self.networks)
+        await self._db(self._check_devices, name, config, driver, on_host=start)
         record = VMRecord(
             name=name,
             plugin=config.plugin,
@@ -176,7 +196,7 @@ class Orchestrator:
             kernel_cmdline=config.kernel_cmdline or None,
             mac_address=mac_for(name),
             network_mode=_network_mode(config),
-            hypervisor=self.driver.name,
+            hypervisor=hypervisor,
             run_dir=self.run_root / name,
             deployment=request.deployment,
         )
@@ -243,7 +263,10 @@ class Orchestrator:
             record = await self._db(self.db.vms.get, name)
             if record.status not in states.STARTABLE:
                 raise ConflictError(f"vm {name!r} is {record.status}; stop it first")
-            run = await self._launch(record)
+            config = parse_vm_config((await self._db(self.db.vms.config, name)).config)
+            hypervisor = self.hypervisors.name_for(config, record)
+            driver = self.hypervisors.usable(hypervisor, _network_mode(config), self.networks)
+            run = await self._launch(record, driver)
         if wait == "none":
             return await self._db(self.db.vms.get, name)
         return await self._await_ready(name, run, wait, timeout_s)
@@ -290,18 +313,24 @@ class Orchestrator:
         except VolantError as error:
             log.warning("adopted vm %s: %s", name, error)
 
-    async def _launch(self, record: VMRecord) -> Running:
+    async def _launch(self, record: VMRecord, driver: HypervisorDriver) -> Running:
         name = record.name
         started = time.monotonic()
         await self._set_state(name, states.STARTING, "boot requested", last_error=None, boot=None)
         try:
             config = parse_vm_config((await self._db(self.db.vms.config, name)).config)
-            prepared = await self._prepare(record, config)
+            prepared = await self._prepare(record, config, driver)
             spec = prepared.spec
             console = ConsoleEvents.from_end(spec.run_dir / "serial.log")  # the log appends
-            process = await self.driver.start(spec)
+            process = await driver.start(spec)
+            changes = dict(prepared.changes)
+            if prepared.channel is not None:  # NIC-less: the agent is behind a vsock forwarder
+                prepared.channel.save(spec.run_dir)
+                changes["agent_port"] = await self.agent_channels.open(name, prepared.channel)
         except BaseException as error:
+            await self.agent_channels.close(name)
             await self._db(self.networks.detach, record)
+            await self._release_devices(name)
             message = str(error) if isinstance(error, VolantError) else repr(error)
             await self._set_state(name, states.CRASHED, f"start failed: {message}",
                                   last_error=message, pid=None, monitor_pid=None)  # fmt: skip
@@ -311,16 +340,18 @@ class Orchestrator:
         status = states.STARTING if agent_expected else states.RUNNING
         await self._set_state(
             name, status, "VMM started", pid=process.pid, monitor_pid=process.monitor_pid,
-            accel=process.accel.value, boot=boot, **prepared.changes,
+            accel=process.accel.value, boot=boot, **changes,
             cpu_cores=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
-            kernel_cmdline=config.kernel_cmdline or None,
+            kernel_cmdline=config.kernel_cmdline or None, hypervisor=driver.name,
         )  # fmt: skip
-        self.driver.detach(process)  # recorded: from now on it outlives this daemon
-        run = Running(process, console, agent_expected, started)
+        driver.detach(process)  # recorded: from now on it outlives this daemon
+        run = Running(process, console, agent_expected, started, driver)
         self._watch(name, run)
         return run
 
-    async def _prepare(self, record: VMRecord, config: VMConfig) -> Prepared:
+    async def _prepare(
+        self, record: VMRecord, config: VMConfig, driver: HypervisorDriver
+    ) -> Prepared:
         name = record.name
         manifest = config.manifest
         kind = "rootfs" if manifest.rootfs is not None else "initramfs"
@@ -339,7 +370,18 @@ class Orchestrator:
         agent_guest = agent_guest_port(manifest, (expose.port for expose in exposed))
         run_dir = record.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        network = await self._db(self.networks.attach, record, mode, exposed, agent_guest)
+        devices = await self._db(self._acquire_devices, name, config, driver)
+        vsock = driver.capabilities().vsock
+        network = await self._db(
+            self.networks.attach, record, mode, exposed, agent_guest, vsock=vsock
+        )
+        vsock_device = None
+        if vsock:  # a VMM with vsock: kestrel listens there too (its only way in without a NIC)
+            vsock_device = VsockSpec(vsock_cid_for(record.id), run_dir / "vsock.sock")
+        channel = None
+        if network.vsock_agent and vsock_device is not None:
+            hybrid = driver.capabilities().hybrid_vsock
+            channel = VsockChannel(vsock_device.cid, str(vsock_device.socket), agent_guest, hybrid)
         boot_image, disks, boot = await self._boot_media(
             name, run_dir, manifest, Path(artifact.cache_path)
         )
@@ -362,7 +404,8 @@ class Orchestrator:
         contract = guest_contract(
             name=name, vm_id=str(record.id), manifest=manifest, kernel=kernel,
             agent_port=agent_guest, network=network.guest, extra_disks=seed_disks,
-            drivers=self.driver.guest_drivers(network=True, disks=len(disks)),
+            agent_vsock_port=agent_guest if vsock_device else None,
+            drivers=driver.guest_drivers(network=network.guest.mac is not None, disks=len(disks)),
         )  # fmt: skip
         initrd = await asyncio.to_thread(prepare_initrd, run_dir, boot_image, kernel, contract)
         (run_dir / "vm.json").write_text(contract.to_json())
@@ -370,11 +413,11 @@ class Orchestrator:
             name=name, run_dir=run_dir, kernel=kernel.image, initrd=initrd,
             cmdline=kernel_cmdline(config.kernel_cmdline),
             cpus=config.resources.cpu_cores, memory_mb=config.resources.memory_mb,
-            network=network.spec, disks=disks,
+            network=network.spec, disks=disks, devices=devices, vsock=vsock_device,
         )  # fmt: skip
         changes = {"agent_port": network.agent_port, "network_mode": mode,
                    "ip_address": network.address}  # fmt: skip
-        return Prepared(spec, changes, boot)
+        return Prepared(spec, changes, boot, channel)
 
     async def _boot_media(
         self, name: str, run_dir: Path, manifest: PluginManifest, artifact: Path
@@ -415,6 +458,38 @@ class Orchestrator:
             images[disk.name] = Path(record.cache_path)
         return await asyncio.to_thread(data_disks, run_dir, manifest.disks, images)
 
+    def _check_devices(
+        self, name: str, config: VMConfig, driver: HypervisorDriver, *, on_host: bool
+    ) -> bool:
+        """Whether the VM passes PCI devices through, after refusing a driver without VFIO
+        and, with ``on_host``, devices volantd may not take now; nothing is bound."""
+        devices = config.effective_devices()
+        if devices is None or not devices.pci_passthrough:
+            return False
+        capabilities = driver.capabilities()
+        if not capabilities.vfio:
+            why = capabilities.vfio_reason or f"the {driver.name} driver has no VFIO"
+            raise VfioUnsupportedError(f"devices.pci_passthrough: {why}")
+        if on_host:
+            allowlist = AllowList(tuple(devices.allowlist))
+            self.devices.check(devices.pci_passthrough, holder=name, allowlist=allowlist)
+        return True
+
+    def _acquire_devices(
+        self, name: str, config: VMConfig, driver: HypervisorDriver
+    ) -> tuple[Path, ...]:
+        """Claim the VM's PCI devices and bind them to vfio-pci (docs/devices.md)."""
+        devices = config.effective_devices()
+        if devices is None or not self._check_devices(name, config, driver, on_host=False):
+            return ()
+        allowlist = AllowList(tuple(devices.allowlist))
+        return self.devices.acquire(name, devices.pci_passthrough, allowlist)
+
+    async def _release_devices(self, name: str) -> None:
+        """Give the VM's PCI devices back to their host drivers (its VMM is gone)."""
+        for problem in await self._db(self.devices.release, name):
+            await self.bus.publish("VM_DEVICE", name, message=f"device kept: {problem}")
+
     # -- watching ---------------------------------------------------------------------------
 
     def _watch(self, name: str, run: Running) -> None:
@@ -433,16 +508,18 @@ class Orchestrator:
         while True:
             for event in run.console.read():
                 await self._on_guest_event(name, run, event)
-            if not self.driver.alive(run.process):
+            if not run.driver.alive(run.process):
                 break
             await asyncio.sleep(WATCH_INTERVAL_S)
         for event in run.console.read():
             await self._on_guest_event(name, run, event)
         if run.stopping:
             return  # the stop operation records the outcome
-        status = await self.driver.status(run.process)
+        status = await run.driver.status(run.process)
         self._running.pop(name, None)
+        await self.agent_channels.close(name)
         await self._db(self.networks.detach, await self._db(self.db.vms.get, name))
+        await self._release_devices(name)
         clean = status.state.value == "stopped" and run.boot_error is None
         final = states.STOPPED if clean else states.CRASHED
         if run.boot_error is not None:  # the guest gave up and powered off: a failed boot
@@ -491,6 +568,7 @@ class Orchestrator:
         if run is None:
             if record.status in states.ACTIVE:  # lost track (should not happen): tidy up
                 await self._db(self.networks.detach, record)
+                await self._release_devices(name)
                 return await self._set_state(name, states.STOPPED, "not running",
                                              pid=None, monitor_pid=None)  # fmt: skip
             return record
@@ -515,15 +593,17 @@ class Orchestrator:
                     await client.post(f"{record.agent_url}/v1/shutdown")
                 how = "the agent"
             deadline = time.monotonic() + timeout_s
-            while self.driver.alive(run.process) and time.monotonic() < deadline:
+            while run.driver.alive(run.process) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-        status = await self.driver.stop(run.process, timeout=min(timeout_s, 10.0))
+        status = await run.driver.stop(run.process, timeout=min(timeout_s, 10.0))
         if run.watcher is not None:
             run.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run.watcher
         self._running.pop(name, None)
+        await self.agent_channels.close(name)
         await self._db(self.networks.detach, record)
+        await self._release_devices(name)
         detail = reason or f"stopped through {how} ({status.detail or status.state.value})"
         updated = await self._set_state(name, final, detail, pid=None, monitor_pid=None,
                                         last_error=reason)  # fmt: skip
@@ -540,6 +620,7 @@ class Orchestrator:
         so no start can slip in between)."""
         async with self._lock(name):
             record = await self._stop_locked(name, DEFAULT_STOP_TIMEOUT_S)
+            await self._release_devices(name)  # a device kept by a failed release: retry
             await self._db(self.db.vms.delete, name)
             await asyncio.to_thread(shutil.rmtree, record.run_dir, True)
         await self.bus.publish("VM_DELETED", name, message="VM deleted")
@@ -552,9 +633,11 @@ class Orchestrator:
         for record in records:
             if record.status not in states.ACTIVE:
                 continue
-            process = await self.driver.attach(record.name, record.run_dir)
+            driver = self.hypervisors.drivers.get(record.hypervisor, self.driver)
+            process = await driver.attach(record.name, record.run_dir)
             if process is None:
                 await self._db(self.networks.detach, record)
+                await self._release_devices(record.name)
                 await self._set_state(
                     record.name, states.CRASHED, "the VMM was gone when volantd started",
                     pid=None, monitor_pid=None, last_error="VMM gone while volantd was down",
@@ -566,20 +649,27 @@ class Orchestrator:
                 ConsoleEvents.from_end(record.run_dir / "serial.log"),
                 config.manifest.workload is not None,
                 time.monotonic(),
+                driver,
             )
             steps = (record.boot or {}).get("steps") or {}
             if "agent_ready" in steps or record.status == states.RUNNING:
                 run.agent_ready.set()
             if "workload_healthy" in steps:
                 run.workload_healthy.set()
+            channel = VsockChannel.load(record.run_dir)
+            if channel is not None and record.ip_address is None:  # NIC-less: forward again
+                port = await self.agent_channels.open(record.name, channel, record.agent_port or 0)
+                if port != record.agent_port:
+                    record = await self._db(self.db.vms.update, record.name, agent_port=port)
             self._watch(record.name, run)
             if not run.agent_ready.is_set():  # adopted mid-boot: the boot keeps a deadline
                 self._spawn(self._ready_quietly(record.name, run))
-            log.info("adopted vm %s (QEMU pid %s)", record.name, process.pid)
+            log.info("adopted vm %s (%s pid %s)", record.name, driver.name, process.pid)
             await self.bus.publish("VM_ADOPTED", record.name, status=record.status,
                                    message="adopted after a volantd restart")  # fmt: skip
         running = {name: await self._db(self.db.vms.get, name) for name in self._running}
         await self._db(self.networks.reconcile, running)
+        await self._db(self.devices.reconcile, set(self._running))  # stopped while we were down
 
     async def close(self, stop_vms: bool = False) -> None:
         """Daemon exit: stop watching (VMs keep running unless ``stop_vms``)."""
@@ -594,6 +684,7 @@ class Orchestrator:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._running.clear()
+        await self.agent_channels.close_all()
         await self._db(self.networks.close)
 
 

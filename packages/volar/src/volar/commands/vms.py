@@ -73,6 +73,14 @@ def vms_create(
     seed_mode: Annotated[
         str | None, typer.Option("--cloud-init-seed", help="seed volume: vfat or iso9660")
     ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--device",
+            help="pass a host PCI device through (VFIO), by address like 0000:01:00.0 "
+            "(needs the cloud-hypervisor driver on a KVM host)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no boot progress")] = False,
     output: OutputOption = Format.TABLE,
 ) -> None:
@@ -100,6 +108,10 @@ def vms_create(
             if path is not None:  # volantd reads no files on request: send the content
                 cloud_init[key] = {"content": read_text(path)}
         document["cloud_init"] = cloud_init
+    if device:
+        devices = dict(document.get("devices") or {})
+        devices["pci_passthrough"] = [*(devices.get("pci_passthrough") or []), *device]
+        document["devices"] = devices
     if document:
         body["config"] = document
     body = {key: value for key, value in body.items() if value is not None}

@@ -41,6 +41,10 @@ PACKAGES: dict[str, str] = {
     "ip": "iproute2",
 }
 QEMU = "qemu-system-x86_64"
+CLOUD_HYPERVISOR = "cloud-hypervisor"
+CH_INSTALL = (
+    "install a Cloud Hypervisor release (v50.1 or newer) on PATH, or set CLOUDHYPERVISOR to it"
+)
 # (doctor's row, the tool, what needs it): optional tools, each checked by check_tool.
 OPTIONAL_TOOLS = (
     ("nft", "nft", "NAT of bridged networking, published ports of bridged VMs"),
@@ -200,6 +204,35 @@ def check_qemu(path: str | None = None, env: Mapping[str, str] | None = None) ->
         )
     version = first.removeprefix("QEMU emulator version ").split(" ")[0]
     return Check("qemu", Status.OK, True, f"QEMU {version} at {binary}", value=version)
+
+
+def check_cloud_hypervisor(
+    facts: dict[str, Any] | None, path: str | None = None, env: Mapping[str, str] | None = None
+) -> Check:
+    """The optional Cloud Hypervisor driver (KVM hosts): installed, and able to run VMs here.
+    Required only where it is the default hypervisor (VOLANT_HYPERVISOR)."""
+    if facts is None:
+        env = os.environ if env is None else env
+        found = shutil.which(env.get("CLOUDHYPERVISOR") or CLOUD_HYPERVISOR, path=path)
+        if found is None:
+            return Check("cloud-hypervisor", Status.WARN, False, "not installed (optional)",
+                         CH_INSTALL)  # fmt: skip
+        detail = f"{found}; whether it can run VMs here is unknown without volantd"
+        return Check("cloud-hypervisor", Status.WARN, False, detail, "install volantd")
+    ch = facts.get("cloud_hypervisor") or {}
+    required = facts.get("hypervisor") == CLOUD_HYPERVISOR
+    role = "the default hypervisor" if required else "optional; VMs use qemu unless they ask"
+    if not ch.get("path"):
+        detail = f"not installed ({role})"
+        status = Status.MISSING if required else Status.WARN
+        return Check("cloud-hypervisor", status, required, detail, CH_INSTALL)
+    if not ch.get("available"):
+        detail = f"{ch['path']} cannot run VMs here: {ch.get('reason')} ({role})"
+        fix = "Cloud Hypervisor needs a working KVM; see the kvm row"
+        status = Status.MISSING if required else Status.WARN
+        return Check("cloud-hypervisor", status, required, detail, fix, value=ch["path"])
+    detail = f"{ch['path']}: {ch.get('reason')} ({role})"
+    return Check("cloud-hypervisor", Status.OK, required, detail, value=ch["path"])
 
 
 def check_busybox(path: str | None = None) -> Check:
@@ -529,6 +562,7 @@ def inspect_host(
             error = str(failure)
     checks = [check_volantd(volantd, facts, error), check_qemu(path, env), check_kernel(facts, env)]
     checks += check_kvm_and_accel(facts)
+    checks.append(check_cloud_hypervisor(facts, path, env))
     checks += [check_busybox(path), *check_compiler(path, env), check_apt(path)]
     checks += [check_tool(name, tool, why, path) for name, tool, why in OPTIONAL_TOOLS]
     checks.append(check_bridge(path, env))
