@@ -1,7 +1,7 @@
 """The agent channel over Cloud Hypervisor's hybrid vsock, against a real unix-socket peer
 that speaks the VMM's side of the protocol (`CONNECT <port>` → `OK <n>`) and then serves
 HTTP as kestrel would. (A real guest needs Cloud Hypervisor on a KVM host: the contract test
-in tests/vm/test_cloud_hypervisor.py.)"""
+in tests/vm/test_cloud_hypervisor_boot.py.)"""
 
 from __future__ import annotations
 
