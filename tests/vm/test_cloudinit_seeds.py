@@ -32,7 +32,7 @@ def test_the_guest_mounts_iso9660_and_vfat_seeds_and_reads_the_documents(
         for name in SEED_DRIVERS
         if name not in shipped and name not in reference_kernel.builtin_modules
     ]
-    assert not lacking, f"the kernel entry lacks {lacking}: run `volantd kernels fetch --force`"
+    assert not lacking, f"the kernel entry lacks {lacking}: run `volantd kernels fetch`"
     documents = seed_documents(
         CloudInit(), vm_id="9", hostname="seeded",
         network=GuestNetwork(mode="dhcp", mac="52:54:00:12:34:56"),

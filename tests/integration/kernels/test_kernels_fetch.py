@@ -22,6 +22,7 @@ from support.archives import cpio_files
 from volantd.hypervisors import QemuDriver
 from volantd.kernels import KernelStore
 from volantd.kernels.modinfo import parse_modinfo
+from volantd.kernels.store import METADATA_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +173,18 @@ def test_a_second_fetch_is_a_no_op(fetched: Volantd) -> None:
     assert "is up to date" in result.stderr
     assert "Downloading" not in result.stderr and "Extracting" not in result.stderr
     assert mtimes(fetched.home) | mtimes(fetched.cache) == before
+
+
+def test_an_entry_made_for_another_module_set_is_extracted_again(fetched: Volantd) -> None:
+    (reference,) = fetched.kernels()
+    metadata_file = fetched.home / "kernels" / reference["name"] / METADATA_FILE
+    metadata = json.loads(metadata_file.read_text())
+    metadata["wanted_modules"] = metadata["wanted_modules"][:-1]  # as before a driver was added
+    metadata_file.write_text(json.dumps(metadata))
+    result = fetched.run("fetch")
+    assert "installed with another set of guest modules" in result.stderr
+    assert "Extracting" in result.stderr and "Downloading" not in result.stderr  # cached .deb
+    assert "is up to date" in fetched.run("fetch").stderr
 
 
 def test_the_fetched_image_can_be_imported(fetched: Volantd) -> None:

@@ -43,7 +43,7 @@ from volantd.kernels.errors import (
 from volantd.kernels.image import ImageFormat, KernelImage, bzimage_version, inspect_kernel_image
 from volantd.kernels.modinfo import normalise_module_name, parse_modinfo
 from volantd.kernels.moduletree import DirectoryModuleTree, ModuleTree
-from volantd.kernels.selection import ModuleSelection, select_modules
+from volantd.kernels.selection import GUEST_MODULES, ModuleSelection, select_modules
 from volantd.paths import cache_dir, kernels_dir
 
 METADATA_FILE = "kernel.json"
@@ -99,6 +99,9 @@ class KernelEntry:
     directory: Path
     installed_at: str
     files: tuple[StoredFile, ...]
+    wanted_modules: tuple[str, ...] = ()
+    """The guest drivers volantd asked for when it installed the modules (GUEST_MODULES then):
+    a fetch re-extracts an entry made for another set."""
 
     def modules_for(self, drivers: Iterable[str]) -> tuple[str, ...]:
         """The modules (guest paths, in load order) that give a guest `drivers`.
@@ -259,9 +262,16 @@ class KernelStore:
         with self._locked():
             if not force and (current := self._intact_entry(name, report)) is not None:
                 source = current.source
-                if (source.package, source.package_version) == (package.name, package.version):
+                same_package = (source.package, source.package_version) == (
+                    package.name, package.version
+                )  # fmt: skip
+                wanted = tuple(module.name for module in GUEST_MODULES)
+                if same_package and current.wanted_modules == wanted:
                     report(f"Kernel {name} is up to date ({package.name} {package.version})")
                     return current
+                if same_package:
+                    report(f"Kernel {name} was installed with another set of guest modules; "
+                           "extracting them again")  # fmt: skip
             deb = download_package(package, self.cache, report)
             report(f"Extracting the kernel and its modules from {deb}")
             kernel = read_kernel_package(deb)
@@ -373,6 +383,7 @@ class KernelStore:
                 directory=directory,
                 installed_at=metadata["installed_at"],
                 files=files,
+                wanted_modules=tuple(metadata.get("wanted_modules", ())),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise KernelIntegrityError(
@@ -481,6 +492,7 @@ class KernelStore:
                 "modules": guest_modules,
                 "module_needs": module_needs,
                 "builtin_modules": list(selection.builtin) if selection else [],
+                "wanted_modules": [module.name for module in GUEST_MODULES] if selection else [],
                 "source": {k: v for k, v in vars(source).items() if v is not None},
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "files": [vars(file) for file in files],

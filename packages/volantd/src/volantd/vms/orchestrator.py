@@ -395,7 +395,7 @@ class Orchestrator:
             await self.bus.publish(
                 "VM_STATE", name, status=states.STARTING,
                 message=f"kernel {kernel.name} lacks {', '.join(lacking)}: the guest cannot mount "
-                "its cloud-init seed; run `volantd kernels fetch --force`",
+                "its cloud-init seed; run `volantd kernels fetch`",
             )  # fmt: skip
         if seed is not None:
             disks += (DiskSpec(seed.path, "raw", readonly=True, name=SEED_DISK),)
