@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -94,3 +95,38 @@ def test_errors_are_one_line_and_usage_errors_exit_2(volantd: Volantd, tmp_path:
     assert bad_wait.returncode == 2 and "--wait" in bad_wait.stderr
     versions = volar(volantd.url, "version").stdout
     assert "volar 0.1.0" in versions and f"volantd 0.1.0 at {volantd.url}" in versions
+
+
+def test_create_options_become_the_vms_config(volantd: Volantd, tmp_path: Path) -> None:
+    """--network, --publish and --cloud-init-* reach the VM's config; files are read by volar
+    (volantd reads no host file on a request)."""
+    body = manifest("pub", "pub.cpio", artifact(tmp_path, "pub.cpio", b"an image")[1])
+    body["network"] = {"mode": "user", "expose": [{"name": "http", "port": 80}]}
+    (tmp_path / "pub.json").write_text(json.dumps(body))
+    assert volar(volantd.url, "plugins", "install", str(tmp_path / "pub.json")).returncode == 0
+    user_data = tmp_path / "user-data"
+    user_data.write_text("#cloud-config\nhostname: from-volar\n")
+    created = volar(
+        volantd.url, "vms", "create", "pub-1", "--plugin", "pub", "--no-start",
+        "--network", "bridged", "-p", "8080:80", "--publish", "5353/udp",
+        "--cloud-init-user-data", str(user_data), "--cloud-init-seed", "iso9660",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    config = httpx.get(f"{volantd.url}/api/v1/vms/pub-1/config", timeout=10).json()["config"]
+    assert config["network"]["mode"] == "bridged"
+    assert config["expose"] == [  # the manifest's entry got its host port; the other was added
+        {"name": "http", "port": 80, "host_port": 8080, "protocol": "tcp"},
+        {"name": None, "port": 5353, "host_port": None, "protocol": "udp"},
+    ]
+    assert config["cloud_init"]["seed_mode"] == "iso9660"
+    assert config["cloud_init"]["user_data"]["content"] == user_data.read_text()
+    assert config["cloud_init"]["user_data"]["path"] is None
+    for bad in ("80:http", "8080:80/sctp", "x"):
+        refused = volar(volantd.url, "vms", "create", "pub-2", "--plugin", "pub", "--no-start",
+                        "-p", bad)  # fmt: skip
+        assert refused.returncode == 2 and "--publish" in refused.stderr, refused.stderr
+    missing = volar(volantd.url, "vms", "create", "pub-2", "--plugin", "pub", "--no-start",
+                    "--cloud-init-user-data", str(tmp_path / "nope"))  # fmt: skip
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    assert volar(volantd.url, "vms", "get", "pub-2").returncode == 1  # nothing was created
+    assert volar(volantd.url, "vms", "delete", "pub-1").returncode == 0
