@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from pathlib import Path
+from typing import Any
 
 
 def artifact(folder: Path, name: str, content: bytes) -> tuple[Path, str]:
@@ -39,3 +40,20 @@ def bzimage(release: str) -> bytes:
     image[0x600 : 0x600 + len(release) + 1] = release.encode() + b"\0"
     struct.pack_into("<H", image, 0x20E, 0x400)
     return bytes(image)
+
+
+def add_agentless_plugin(db: Any, folder: Path, name: str, **fields: Any) -> None:
+    """Record plugin `name` (an initramfs with no workload, so no agent to wait for, plus
+    `fields`) and its cached artifact in store `db`, as an install would: for orchestrator
+    tests whose VMM runs nothing."""
+    from volantd.store import ArtifactRecord, PluginRecord
+
+    image, checksum = artifact(folder, "vm.cpio", b"070701 an initramfs")
+    body = manifest(name, str(image), checksum)
+    del body["workload"], body["health_check"]
+    body.update(fields)
+    db.plugins.add(PluginRecord(name=name, version="1.0.0", runtime=name, manifest=body))
+    db.artifacts.put(
+        ArtifactRecord(plugin_name=name, version="1.0.0", name="initramfs", kind="initramfs",
+                       sha256=checksum, size_bytes=image.stat().st_size, cache_path=image)
+    )  # fmt: skip

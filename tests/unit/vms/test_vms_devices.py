@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support.manifests import artifact, bzimage, manifest
+from support.manifests import add_agentless_plugin, bzimage
 from support.sysfs import FakeKernel, ReactingSysfs
 from volantd.devices import AllowList, DeviceManager, VfioUnsupportedError
 from volantd.events import EventBus
@@ -33,7 +33,7 @@ from volantd.hypervisors import (
     VMStatus,
 )
 from volantd.kernels import KernelStore
-from volantd.store import ArtifactRecord, Database, PluginRecord, open_database
+from volantd.store import Database, open_database
 from volantd.vms import states
 from volantd.vms.orchestrator import CreateRequest, Orchestrator
 
@@ -95,14 +95,7 @@ def kernel(tmp_path: Path) -> FakeKernel:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path / "home" / "volant.db")
-    image, checksum = artifact(tmp_path, "vm.cpio", b"070701 an initramfs")
-    body = manifest("nic", str(image), checksum)
-    del body["workload"], body["health_check"]  # no agent to wait for
-    database.plugins.add(PluginRecord(name="nic", version="1.0.0", runtime="nic", manifest=body))
-    database.artifacts.put(
-        ArtifactRecord(plugin_name="nic", version="1.0.0", name="initramfs", kind="initramfs",
-                       sha256=checksum, size_bytes=image.stat().st_size, cache_path=image)
-    )  # fmt: skip
+    add_agentless_plugin(database, tmp_path, "nic")
     yield database
     database.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from support.ch import fake_binary
-from support.manifests import artifact, bzimage, manifest
+from support.manifests import add_agentless_plugin, bzimage
 from volantd.events import EventBus
 from volantd.hypervisors import (
     Accel,
@@ -31,7 +31,7 @@ from volantd.hypervisors import (
 )
 from volantd.kernels import KernelStore
 from volantd.settings import Settings, SettingsError
-from volantd.store import ArtifactRecord, Database, PluginRecord, open_database
+from volantd.store import Database, open_database
 from volantd.vms.hypervisors import HypervisorUnavailableError, UnsupportedByHypervisorError
 from volantd.vms.orchestrator import CreateRequest, Orchestrator
 from volantd.vms.states import RUNNING, STOPPED
@@ -88,14 +88,7 @@ class StandIn(HypervisorDriver):
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path / "home" / "volant.db")
-    image, checksum = artifact(tmp_path, "vm.cpio", b"070701 an initramfs")
-    body = manifest("tiny", str(image), checksum)
-    del body["workload"], body["health_check"]  # no agent to wait for
-    database.plugins.add(PluginRecord(name="tiny", version="1.0.0", runtime="tiny", manifest=body))
-    database.artifacts.put(
-        ArtifactRecord(plugin_name="tiny", version="1.0.0", name="initramfs", kind="initramfs",
-                       sha256=checksum, size_bytes=image.stat().st_size, cache_path=image)
-    )  # fmt: skip
+    add_agentless_plugin(database, tmp_path, "tiny")
     yield database
     database.close()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from support.manifests import artifact, bzimage, manifest
+from support.manifests import add_agentless_plugin, bzimage
 from volantd.events import EventBus
 from volantd.hypervisors import (
     Accel,
@@ -30,7 +31,7 @@ from volantd.hypervisors import (
 )
 from volantd.kernels import KernelStore
 from volantd.network import Networks, UserNetwork, VsockNetwork
-from volantd.store import ArtifactRecord, Database, PluginRecord, open_database
+from volantd.store import Database, open_database
 from volantd.vms.orchestrator import CreateRequest, Orchestrator
 
 
@@ -95,19 +96,16 @@ class HybridVsockVMM(HypervisorDriver):
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
+def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path / "home" / "volant.db")
-    image, checksum = artifact(tmp_path, "vm.cpio", b"070701 an initramfs")
-    body = manifest("quiet", str(image), checksum)
-    del body["workload"], body["health_check"]  # no agent readiness to wait for
-    body["network"] = {"mode": "isolated", "expose": [{"name": "http", "port": 80}]}
-    database.plugins.add(PluginRecord(name="quiet", version="1.0.0", runtime="quiet",
-                                      manifest=body))  # fmt: skip
-    database.artifacts.put(
-        ArtifactRecord(plugin_name="quiet", version="1.0.0", name="initramfs", kind="initramfs",
-                       sha256=checksum, size_bytes=image.stat().st_size, cache_path=image)
-    )  # fmt: skip
-    return database
+    add_agentless_plugin(
+        database,
+        tmp_path,
+        "quiet",
+        network={"mode": "isolated", "expose": [{"name": "http", "port": 80}]},
+    )
+    yield database
+    database.close()
 
 
 def test_a_nic_less_vm_is_reached_over_vsock_also_after_a_daemon_restart(

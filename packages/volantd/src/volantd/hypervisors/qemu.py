@@ -49,6 +49,8 @@ from volantd.hypervisors.monitored import (
 
 QEMU_BINARY = "qemu-system-x86_64"
 TCG_CPU = "max,erms=off,fsrm=off"
+VHOST_VSOCK = Path("/dev/vhost-vsock")
+"""The host kernel's vsock backend: guests get a vsock device where it exists."""
 """The emulated CPU: everything TCG offers except fast string moves, which it emulates slowly;
 without them the guest kernel and libc copy and clear memory with ordinary loops, and the
 kernel unpacks a 22 MiB initramfs about a third faster (docs/hypervisors.md)."""
@@ -192,7 +194,7 @@ class QemuDriver(MonitoredDriver):
             "virtio_mmio",
             *(("virtio_net",) if network else ()),
             *(("virtio_blk",) if disks else ()),
-            *(("vmw_vsock_virtio_transport",) if self.capabilities().vsock else ()),
+            *(("vmw_vsock_virtio_transport",) if VHOST_VSOCK.exists() else ()),
         )
 
     def capabilities(self) -> Capabilities:
@@ -205,7 +207,7 @@ class QemuDriver(MonitoredDriver):
             self.name,
             available=True,
             reason=why if kvm else f"{why}; guests run under TCG",
-            vsock=Path("/dev/vhost-vsock").exists(),
+            vsock=VHOST_VSOCK.exists(),
             vfio_reason=NO_VFIO,
             user_networking=True,
         )

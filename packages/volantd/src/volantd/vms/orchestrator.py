@@ -371,17 +371,17 @@ class Orchestrator:
         run_dir = record.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         devices = await self._db(self._acquire_devices, name, config, driver)
-        vsock = driver.capabilities().vsock
+        capabilities = driver.capabilities()
         network = await self._db(
-            self.networks.attach, record, mode, exposed, agent_guest, vsock=vsock
+            self.networks.attach, record, mode, exposed, agent_guest, vsock=capabilities.vsock
         )
         vsock_device = None
-        if vsock:  # a VMM with vsock: kestrel listens there too (its only way in without a NIC)
+        if capabilities.vsock:  # kestrel listens there too (its only way in without a NIC)
             vsock_device = VsockSpec(vsock_cid_for(record.id), run_dir / "vsock.sock")
         channel = None
         if network.vsock_agent and vsock_device is not None:
-            hybrid = driver.capabilities().hybrid_vsock
-            channel = VsockChannel(vsock_device.cid, str(vsock_device.socket), agent_guest, hybrid)
+            channel = VsockChannel(vsock_device.cid, str(vsock_device.socket), agent_guest,
+                                   capabilities.hybrid_vsock)  # fmt: skip
         boot_image, disks, boot = await self._boot_media(
             name, run_dir, manifest, Path(artifact.cache_path)
         )
